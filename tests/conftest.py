@@ -1,0 +1,34 @@
+"""Helpers shared by the tests: run a script as a user would and find its run directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python script args...` with the project root importable (as when run from a checkout)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SDL_VIDEODRIVER": "dummy"}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def only_run_dir(run_root: Path) -> Path:
+    """The single run directory a script created under run_root."""
+    run_dirs = [p for p in run_root.iterdir() if p.is_dir()]
+    assert len(run_dirs) == 1, run_dirs
+    return run_dirs[0]
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _project_root_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))

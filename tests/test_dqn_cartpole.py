@@ -1,0 +1,123 @@
+"""End-to-end tests of dqn_cartpole.py, run as a user runs it."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from card_game_env import solve_by_dynamic_programming
+from conftest import only_run_dir, read_summary, run_script
+import dqn_cartpole
+from dqn_cartpole import QNetwork
+
+SUMMARY_KEYS = {"env_id", "seed", "global_step", "wall_seconds", "sps", "eval_mean_return", "eval_std_return",
+                "eval_episodes"}
+# Short runs that still take gradient steps (after 100 collected steps) and refresh the target network.
+SHORT = ["--learning-starts", "100", "--target-network-frequency", "100", "--eval-frequency", "300",
+         "--eval-episodes", "2"]
+
+
+def load_q_network(checkpoint_path) -> QNetwork:
+    checkpoint = torch.load(checkpoint_path)
+    q_network = QNetwork(checkpoint["obs_dim"], checkpoint["n_actions"], tuple(checkpoint["hidden_sizes"]))
+    q_network.load_state_dict(checkpoint["q_network"])
+    return q_network
+
+
+def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
+    result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "600", "--capture-video",
+                        "--run-root", str(tmp_path / "train"))
+    assert result.returncode == 0, result.stderr
+    assert "step      300 |" in result.stdout and "SPS" in result.stdout  # progress lines
+    run_dir = only_run_dir(tmp_path / "train")
+    assert run_dir.name.startswith("CartPole-v1__dqn_cartpole__1__")
+    summary = read_summary(run_dir)
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["global_step"] == 600 and summary["eval_episodes"] == 2
+    assert summary["gradient_steps"] == (600 - 100) // 2 and summary["target_updates"] == 6
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    for policy in ["greedy", "random"]:
+        videos = list((run_dir / "videos" / policy).glob("*.mp4"))
+        assert videos and videos[0].stat().st_size > 1000, policy
+
+    checkpoint = run_dir / "dqn_cartpole.pt"
+    untrained = QNetwork(4, 2, (64, 64))
+    trained = load_q_network(checkpoint)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
+
+    result = run_script("dqn_cartpole.py", "--eval-checkpoint", str(checkpoint), "--eval-episodes", "3",
+                        "--capture-video", "--run-root", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    eval_dir = only_run_dir(tmp_path / "eval")
+    summary = read_summary(eval_dir)
+    assert summary["eval_episodes"] == 3 and summary["global_step"] == 600
+    assert summary["eval_checkpoint"] == str(checkpoint)
+    assert list((eval_dir / "videos" / "greedy").glob("*.mp4"))
+
+
+def test_env_id_with_slash_is_flattened_in_the_run_directory(tmp_path):
+    if "testns/ShortCartPole-v0" not in gym.registry:
+        gym.register("testns/ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                     max_episode_steps=20)
+    dqn_cartpole.main(dqn_cartpole.Args(env_id="testns/ShortCartPole-v0", total_timesteps=200, learning_starts=100,
+                                        eval_frequency=200, eval_episodes=1, run_root=str(tmp_path)))
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.name.startswith("testns-ShortCartPole-v0__dqn_cartpole__1__")
+    assert read_summary(run_dir)["env_id"] == "testns/ShortCartPole-v0"
+
+
+def test_bad_input_leaves_no_run_directory(tmp_path):
+    result = run_script("dqn_cartpole.py", "--env-id", "Pendulum-v1", "--run-root", str(tmp_path))
+    assert result.returncode != 0
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_same_seed_twice_gives_identical_results(tmp_path):
+    summaries, weights = [], []
+    for name in ["a", "b"]:
+        result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "2000", "--seed", "7",
+                            "--run-root", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        run_dir = only_run_dir(tmp_path / name)
+        summary = read_summary(run_dir)
+        summaries.append({k: summary[k] for k in ["global_step", "eval_mean_return", "eval_std_return",
+                                                   "gradient_steps", "first_solved_step"]})
+        weights.append(load_q_network(run_dir / "dqn_cartpole.pt").state_dict())
+    assert summaries[0] == summaries[1]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "Pendulum-v1"], "needs a Discrete action space, but 'Pendulum-v1' has Box"),
+    (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
+    (["--env-id", "no_such_module:Env-v0"], "cannot make env 'no_such_module:Env-v0'"),
+    (["--batch-size", "128", "--buffer-size", "64"], "--batch-size 128 is larger than --buffer-size 64"),
+    (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+    (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
+    result = run_script("dqn_cartpole.py", *args, "--run-root", str(tmp_path))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_cartpole_learning_regression(tmp_path):
+    """Seed 1 with the default arguments reaches CartPole-v1's threshold within 50k steps."""
+    result = run_script("dqn_cartpole.py", "--seed", "1", "--run-root", str(tmp_path), "--no-save-model")
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(only_run_dir(tmp_path))
+    assert summary["first_solved_step"] is not None and summary["first_solved_step"] <= 50_000
+    assert summary["eval_mean_return"] >= 475
+
+
+def test_card_game_learns_the_dp_policy(tmp_path):
+    result = run_script("dqn_cartpole.py", "--env-id", "card_game_env:CardGame-v0", "--seed", "1",
+                        "--run-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    q_network = load_q_network(only_run_dir(tmp_path) / "dqn_cartpole.pt")
+    with torch.no_grad():
+        greedy = q_network(torch.arange(21, dtype=torch.float32).unsqueeze(1)).argmax(dim=1)
+    _, dp_policy = solve_by_dynamic_programming()
+    assert greedy.tolist() == dp_policy.tolist()

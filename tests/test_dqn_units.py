@@ -1,0 +1,164 @@
+"""Unit tests of dqn_cartpole's hard parts: the replay buffer, the ε schedule, terminated vs truncated."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dqn_cartpole
+from dqn_cartpole import Args, ReplayBuffer, linear_schedule
+
+CPU = torch.device("cpu")
+GAMMA = 0.9
+
+
+def make_buffer(capacity: int, batch_size: int = 8, n_step: int = 1) -> ReplayBuffer:
+    return ReplayBuffer(capacity, obs_dim=2, batch_size=batch_size, n_step=n_step, gamma=GAMMA, seed=0, device=CPU)
+
+
+def stored(buffer: ReplayBuffer) -> list[tuple]:
+    """The transitions in storage order: (obs[0], action, return, next_obs[0], discount)."""
+    order = [(buffer.position - buffer.size + k) % buffer.capacity for k in range(buffer.size)]
+    return [(buffer.obs[i, 0], buffer.actions[i], buffer.returns[i], buffer.next_obs[i, 0], buffer.discounts[i])
+            for i in order]
+
+
+def play(buffer: ReplayBuffer, rewards: list[float], end: str, first_obs: int = 0) -> None:
+    """Feed one episode whose step t goes from obs t to obs t+1 with rewards[t], ending as `end` says."""
+    for t, reward in enumerate(rewards):
+        last = t == len(rewards) - 1
+        buffer.add(np.array([first_obs + t, 0]), t % 2, reward, np.array([first_obs + t + 1, 0]),
+                   terminated=last and end == "terminated", truncated=last and end == "truncated")
+
+
+def filled_buffer(capacity: int, n: int, batch_size: int = 8) -> ReplayBuffer:
+    """One-step transitions: transition i has obs (i, -i), action i % 3, reward i, next_obs (i+1, -i-1),
+    and ends a terminated episode when i % 5 == 4."""
+    buffer = make_buffer(capacity, batch_size)
+    for i in range(n):
+        buffer.add(np.array([i, -i]), i % 3, float(i), np.array([i + 1, -i - 1]), i % 5 == 4, False)
+    return buffer
+
+
+def test_sample_shapes_and_dtypes():
+    obs, actions, returns, next_obs, discounts = filled_buffer(100, 20, batch_size=8).sample()
+    assert obs.shape == next_obs.shape == (8, 2) and obs.dtype == next_obs.dtype == torch.float32
+    assert actions.shape == (8,) and actions.dtype == torch.int64
+    assert returns.shape == discounts.shape == (8,)
+    assert returns.dtype == discounts.dtype == torch.float32
+
+
+def test_sampled_transitions_are_whole_stored_transitions():
+    buffer = filled_buffer(100, 20, batch_size=256)
+    obs, actions, returns, next_obs, discounts = (t.numpy().copy() for t in buffer.sample())
+    i = obs[:, 0].astype(int)
+    assert set(i) <= set(range(20)) and len(set(i)) > 10
+    np.testing.assert_array_equal(obs[:, 1], -i)
+    np.testing.assert_array_equal(actions, i % 3)
+    np.testing.assert_array_equal(returns, i)
+    np.testing.assert_array_equal(next_obs, np.stack([i + 1, -i - 1], axis=1))
+    np.testing.assert_allclose(discounts, np.where(i % 5 == 4, 0.0, GAMMA))
+
+
+def test_wrap_around_keeps_only_the_newest_capacity_transitions():
+    buffer = filled_buffer(capacity=10, n=25, batch_size=512)
+    assert buffer.size == 10 and buffer.position == 5
+    assert [t[0] for t in stored(buffer)] == list(range(15, 25))
+    assert set(buffer.sample()[0][:, 0].int().tolist()) == set(range(15, 25))
+
+
+def test_sampling_only_reads_filled_slots():
+    buffer = filled_buffer(capacity=1000, n=3, batch_size=64)
+    assert set(buffer.sample()[0][:, 0].int().tolist()) <= {0, 1, 2}
+
+
+def test_same_seed_same_batches():
+    a, b = filled_buffer(50, 50), filled_buffer(50, 50)
+    for _ in range(3):
+        for x, y in zip(a.sample(), b.sample()):
+            assert torch.equal(x, y)
+
+
+def test_one_step_terminated_stops_the_bootstrap_and_truncated_does_not():
+    buffer = make_buffer(10)
+    play(buffer, [1.0, 2.0], end="terminated")
+    play(buffer, [3.0, 4.0], end="truncated", first_obs=100)
+    assert stored(buffer) == [(0, 0, 1.0, 1, pytest.approx(GAMMA)), (1, 1, 2.0, 2, 0.0),
+                              (100, 0, 3.0, 101, pytest.approx(GAMMA)), (101, 1, 4.0, 102, pytest.approx(GAMMA))]
+
+
+def test_n_step_returns_inside_an_episode_and_at_a_termination():
+    buffer = make_buffer(10, n_step=3)
+    play(buffer, [1.0, 2.0, 4.0, 8.0], end="terminated")
+    g = GAMMA
+    assert stored(buffer) == [
+        (0, 0, pytest.approx(1 + g * 2 + g * g * 4), 3, pytest.approx(g ** 3)),  # bootstraps from obs 3
+        (1, 1, pytest.approx(2 + g * 4 + g * g * 8), 4, 0.0),                 # the episode ended inside
+        (2, 0, pytest.approx(4 + g * 8), 4, 0.0),
+        (3, 1, pytest.approx(8.0), 4, 0.0),
+    ]
+    assert not buffer.pending
+
+
+def test_n_step_truncation_bootstraps_from_the_true_last_observation():
+    buffer = make_buffer(10, n_step=3)
+    play(buffer, [1.0, 1.0], end="truncated")
+    play(buffer, [5.0], end="terminated", first_obs=50)  # the next episode does not mix into the first
+    g = GAMMA
+    assert stored(buffer) == [(0, 0, pytest.approx(1 + g), 2, pytest.approx(g ** 2)),
+                              (1, 1, pytest.approx(1.0), 2, pytest.approx(g)),
+                              (50, 0, 5.0, 51, 0.0)]
+
+
+@pytest.mark.parametrize("t, expected", [(0, 1.0), (50, 0.525), (100, 0.05), (10_000, 0.05)])
+def test_linear_schedule(t, expected):
+    assert linear_schedule(1.0, 0.05, 100, t) == pytest.approx(expected)
+
+
+class RecordingBuffer(ReplayBuffer):
+    """Keeps a copy of every environment step the training loop hands to the buffer."""
+
+    steps: list = []
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated):
+        RecordingBuffer.steps.append((np.array(obs, np.float32), action, reward, np.array(next_obs, np.float32),
+                                      terminated, truncated))
+        super().add(obs, action, reward, next_obs, terminated, truncated)
+
+
+@pytest.fixture
+def recorded_steps(monkeypatch, tmp_path):
+    """Run the real training loop for a few hundred steps and return what it handed to the buffer."""
+    def run(env_id: str) -> list:
+        RecordingBuffer.steps = []
+        monkeypatch.setattr(dqn_cartpole, "ReplayBuffer", RecordingBuffer)
+        args = Args(env_id=env_id, total_timesteps=300, learning_starts=50, eval_frequency=300, eval_episodes=1,
+                    save_model=False)
+        dqn_cartpole.train(args, tmp_path, CPU)
+        return RecordingBuffer.steps
+    return run
+
+
+def test_loop_reports_truncation_with_the_true_last_observation(recorded_steps):
+    if "ShortCartPole-v0" not in gym.registry:  # CartPole cut by a time limit after 5 steps: never falls
+        gym.register("ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                     max_episode_steps=5)
+    steps = recorded_steps("ShortCartPole-v0")
+    assert len(steps) == 300
+    for k, (obs, _, _, next_obs, terminated, truncated) in enumerate(steps):
+        assert not terminated and truncated == (k % 5 == 4)
+        assert np.abs(next_obs - obs).max() < 0.5  # one physics step on, never a reset state
+        if truncated and k + 1 < len(steps):
+            assert not np.array_equal(next_obs, steps[k + 1][0]), "the reset obs leaked into next_obs"
+        elif k + 1 < len(steps):
+            np.testing.assert_array_equal(next_obs, steps[k + 1][0])
+
+
+def test_loop_reports_termination(recorded_steps):
+    steps = recorded_steps("card_game_env:CardGame-v0")
+    ends = [s for s in steps if s[4]]
+    assert ends, "no round ended"
+    for obs, action, reward, next_obs, terminated, truncated in ends:
+        assert not truncated and (action == 1 or next_obs[0] >= 21)
+        assert reward == (next_obs[0] - 21 if next_obs[0] <= 21 else -21)
+    assert all(s[2] == 0.0 for s in steps if not s[4])
