@@ -75,6 +75,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = Path(__file__).stem
+EVAL_SEED_OFFSET = 10_000  # evaluation envs get seed + this: never the training env's episodes
 
 
 @dataclass
@@ -161,7 +162,10 @@ def check_args(args: Args) -> None:
 # Environment
 # ---------------------------------------------------------------------------------------------------
 def make_env(env_id: str, seed: int, video_folder: Path | None = None) -> gym.Env:
-    """A seeded env that reports episode statistics, optionally recording its first episode."""
+    """An env that reports episode statistics, optionally recording its first episode.
+
+    Its first `reset(seed=...)` seeds it; it is left to the caller so that a recorded episode 0 is a
+    real episode rather than a reset that nothing follows."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     except (gym.error.Error, ModuleNotFoundError, AttributeError) as e:
@@ -172,7 +176,6 @@ def make_env(env_id: str, seed: int, video_folder: Path | None = None) -> gym.En
         env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
                                        disable_logger=True)
     env = gym.wrappers.RecordEpisodeStatistics(env)
-    env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
 
@@ -184,6 +187,12 @@ def check_spaces(env: gym.Env, env_id: str) -> tuple[int, int]:
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise InputError(f"{SCRIPT} needs a flat Box observation, but '{env_id}' has {env.observation_space}")
     return env.observation_space.shape[0], int(env.action_space.n)
+
+
+def solved_threshold(env: gym.Env) -> float:
+    """The env's registered reward threshold (CartPole-v1: 475), or +inf where it has none."""
+    threshold = env.spec.reward_threshold if env.spec else None
+    return float("inf") if threshold is None else threshold
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,11 +292,14 @@ def greedy_action(q_network: QNetwork, obs, device: torch.device) -> int:
 # ---------------------------------------------------------------------------------------------------
 # Evaluation and video
 # ---------------------------------------------------------------------------------------------------
-def evaluate(env: gym.Env, policy: Callable[[np.ndarray], int], episodes: int) -> np.ndarray:
-    """Undiscounted return of `episodes` whole episodes of `policy` on `env` (compute_avg_return)."""
+def evaluate(env: gym.Env, policy: Callable[[np.ndarray], int], episodes: int, seed: int) -> np.ndarray:
+    """Undiscounted return of `episodes` whole episodes of `policy` on `env` (compute_avg_return).
+
+    Seeding the first reset makes every evaluation start from the same initial states, so that
+    evaluations during training are comparable with each other."""
     returns = np.zeros(episodes)
     for episode in range(episodes):
-        obs, _ = env.reset()
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
         done = False
         while not done:
             obs, reward, terminated, truncated, _ = env.step(policy(obs))
@@ -302,7 +314,7 @@ def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, de
         env = make_env(env_id, seed, video_folder=run_dir / "videos" / name)
         policy = (lambda obs: greedy_action(q_network, obs, device)) if name == "greedy" \
             else (lambda obs: int(env.action_space.sample()))
-        evaluate(env, policy, episodes=1)
+        evaluate(env, policy, episodes=1, seed=seed)
         env.close()
 
 
@@ -312,7 +324,7 @@ def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, de
 def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     env = make_env(args.env_id, args.seed)
     obs_dim, n_actions = check_spaces(env, args.env_id)
-    eval_env = make_env(args.env_id, args.seed + 10_000)
+    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
 
     q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
@@ -334,14 +346,14 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
 
     def run_evaluation() -> None:
         nonlocal eval_returns
-        eval_returns = evaluate(eval_env, greedy, args.eval_episodes)
+        eval_returns = evaluate(eval_env, greedy, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
         writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
         sps = int(global_step / (time.perf_counter() - start_time))
         print(f"step {global_step:>8,} | episodic return {episodic_return:8.2f} | "
               f"greedy eval {eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | "
               f"ε {epsilon:.3f} | SPS {sps:,}", flush=True)
 
-    obs, _ = env.reset()
+    obs, _ = env.reset(seed=args.seed)
     try:
         for global_step in range(1, args.total_timesteps + 1):
             # Collect one step with the ε-greedy collect policy.
@@ -410,12 +422,6 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             "target_updates": target_updates, "interrupted": interrupted}
 
 
-def solved_threshold(env: gym.Env) -> float:
-    """The env's registered reward threshold (CartPole-v1: 475), or +inf where it has none."""
-    threshold = env.spec.reward_threshold if env.spec else None
-    return float("inf") if threshold is None else threshold
-
-
 # ---------------------------------------------------------------------------------------------------
 # Evaluate a saved checkpoint
 # ---------------------------------------------------------------------------------------------------
@@ -425,14 +431,15 @@ def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict
         state = checkpoint["q_network"]
     except (OSError, RuntimeError, KeyError, TypeError) as e:
         raise InputError(f"cannot load checkpoint '{args.eval_checkpoint}': {e}") from None
-    env = make_env(args.env_id, args.seed + 10_000)
+    env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
     obs_dim, n_actions = check_spaces(env, args.env_id)
     if (obs_dim, n_actions) != (checkpoint["obs_dim"], checkpoint["n_actions"]):
         raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}' (obs {checkpoint['obs_dim']}, "
                          f"{checkpoint['n_actions']} actions); '{args.env_id}' has obs {obs_dim}, {n_actions} actions")
     q_network = QNetwork(obs_dim, n_actions, tuple(checkpoint["hidden_sizes"])).to(device)
     q_network.load_state_dict(state)
-    returns = evaluate(env, lambda o: greedy_action(q_network, o, device), args.eval_episodes)
+    returns = evaluate(env, lambda o: greedy_action(q_network, o, device), args.eval_episodes,
+                       args.seed + EVAL_SEED_OFFSET)
     env.close()
     print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
           f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")

@@ -3,6 +3,7 @@
 import gymnasium as gym
 import pytest
 import torch
+from moviepy import VideoFileClip
 
 from card_game_env import solve_by_dynamic_programming
 from conftest import only_run_dir, read_summary, run_script
@@ -14,6 +15,11 @@ SUMMARY_KEYS = {"env_id", "seed", "global_step", "wall_seconds", "sps", "eval_me
 # Short runs that still take gradient steps (after 100 collected steps) and refresh the target network.
 SHORT = ["--learning-starts", "100", "--target-network-frequency", "100", "--eval-frequency", "300",
          "--eval-episodes", "2"]
+
+
+def video_frames(path) -> int:
+    with VideoFileClip(str(path)) as clip:
+        return round(clip.duration * clip.fps)
 
 
 def load_q_network(checkpoint_path) -> QNetwork:
@@ -37,7 +43,7 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     assert list(run_dir.glob("events.out.tfevents.*"))
     for policy in ["greedy", "random"]:
         videos = list((run_dir / "videos" / policy).glob("*.mp4"))
-        assert videos and videos[0].stat().st_size > 1000, policy
+        assert len(videos) == 1 and video_frames(videos[0]) >= 8, policy  # a whole episode, not a lone frame
 
     checkpoint = run_dir / "dqn_cartpole.pt"
     untrained = QNetwork(4, 2, (64, 64))
@@ -51,7 +57,7 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     summary = read_summary(eval_dir)
     assert summary["eval_episodes"] == 3 and summary["global_step"] == 600
     assert summary["eval_checkpoint"] == str(checkpoint)
-    assert list((eval_dir / "videos" / "greedy").glob("*.mp4"))
+    assert video_frames(next((eval_dir / "videos" / "greedy").glob("*.mp4"))) >= 8
 
 
 def test_env_id_with_slash_is_flattened_in_the_run_directory(tmp_path):
