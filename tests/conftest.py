@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,8 +25,3 @@ def only_run_dir(run_root: Path) -> Path:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def _project_root_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT))
