@@ -1,0 +1,153 @@
+"""dqn_atari's frame-once replay memory against a naive reference that stores whole stacks.
+
+Each transition the memory samples must be exactly one that the environment produced:
+(obs, action, reward, next_obs, done) with obs/next_obs the full stacks the agent saw. Episodes end by
+termination, by truncation (the next observation is the true last one, not the reset frame) and lose
+lives (done for learning, but the frames go on); the ring wraps around several times.
+"""
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from dqn_atari import STACK, FrameReplayMemory, make_envs
+
+
+class NaiveReference:
+    """Every transition with its full observation stacks, looked up by the observation's bytes."""
+
+    def __init__(self, num_envs: int):
+        self.by_obs = defaultdict(list)
+        self.order = [[] for _ in range(num_envs)]  # keys per env, oldest first
+
+    def add(self, env, obs, action, reward, next_obs, done):
+        key = obs.tobytes()
+        self.by_obs[key].append((action, reward, next_obs.copy(), done))
+        self.order[env].append(key)
+
+    def check(self, batch, newest_per_env: int):
+        """Every sampled transition is a real one, among the newest `newest_per_env` of some env."""
+        recent = {key for keys in self.order for key in keys[-newest_per_env:]}
+        obs, actions, rewards, next_obs, dones = batch
+        for i in range(len(actions)):
+            key = obs[i].tobytes()
+            assert key in recent, "sampled a transition that is not in the memory any more, or never was"
+            assert any(a == actions[i] and r == rewards[i] and d == dones[i] and np.array_equal(n, next_obs[i])
+                       for a, r, n, d in self.by_obs[key]), "sampled transition differs from the real one"
+        return {obs[i].tobytes() for i in range(len(actions))}
+
+
+class SyntheticAtari:
+    """Stacks of unique frames, zero-padded at a game's start, like AtariVectorEnv (SAME_STEP reset)."""
+
+    def __init__(self, num_envs: int, seed: int):
+        self.rng, self.counter = np.random.default_rng(seed), 0
+        self.stacks = np.zeros((num_envs, STACK, 84, 84), np.uint8)
+        for env in range(num_envs):
+            self._new_game(env)
+
+    def _frame(self):
+        self.counter += 1
+        frame = np.zeros((84, 84), np.uint8)
+        frame[0, :4] = np.frombuffer(np.uint32(self.counter).tobytes(), np.uint8)
+        frame[1, 0] = 255  # never all black
+        return frame
+
+    def _new_game(self, env):
+        self.stacks[env] = 0
+        self.stacks[env, -1] = self._frame()
+
+    def step(self):
+        """(next_obs, rewards, terminated, truncated, life_lost, final_obs)."""
+        n = len(self.stacks)
+        terminated = self.rng.random(n) < 0.03
+        truncated = ~terminated & (self.rng.random(n) < 0.03)
+        life_lost = ~terminated & ~truncated & (self.rng.random(n) < 0.05)
+        rewards = self.rng.integers(-1, 2, n).astype(np.float32)
+        final = np.zeros_like(self.stacks)
+        for env in range(n):
+            self.stacks[env] = np.concatenate([self.stacks[env, 1:], self._frame()[None]])
+            if terminated[env] or truncated[env]:
+                final[env] = self.stacks[env]
+                self._new_game(env)
+        return self.stacks.copy(), rewards, terminated, truncated, life_lost, final
+
+
+@pytest.mark.parametrize("num_envs, capacity", [(1, 60), (3, 150)])
+def test_memory_matches_reference_on_synthetic_games(num_envs, capacity):
+    env = SyntheticAtari(num_envs, seed=num_envs)
+    memory, reference = FrameReplayMemory(capacity, num_envs, seed=0), NaiveReference(num_envs)
+    obs = env.stacks.copy()
+    memory.start_games(obs)
+    rng = np.random.default_rng(1)
+    seen = set()
+    game_ends = life_losses = truncations = 0
+    for step in range(1_000):  # wraps each stream's 50–60 slots many times
+        actions = rng.integers(0, 6, num_envs)
+        next_obs, rewards, terminated, truncated, life_lost, final = env.step()
+        game_over = terminated | truncated
+        dones = terminated | life_lost
+        memory.add(actions, rewards, dones, next_obs, final, game_over)
+        for e in range(num_envs):
+            reference.add(e, obs[e], actions[e], rewards[e], final[e] if game_over[e] else next_obs[e], dones[e])
+        game_ends += game_over.sum()
+        truncations += truncated.sum()
+        life_losses += life_lost.sum()
+        obs = next_obs
+        if step > 100 and step % 50 == 0:
+            seen |= reference.check(memory.sample(256), newest_per_env=memory.slots)
+    assert game_ends > 20 and truncations > 10 and life_losses > 20
+    # sampling reaches (nearly) the whole memory, not only part of it
+    assert len(seen) > 0.8 * num_envs * memory.slots
+
+
+def test_stack_at_a_game_start_is_zero_padded_and_never_mixes_games():
+    memory = FrameReplayMemory(40, 1, seed=0)
+    env = SyntheticAtari(1, seed=0)
+    memory.start_games(env.stacks)
+    ends = np.array([True])
+    for _ in range(3):  # three one-step games: each step ends a game by termination
+        memory.add(np.array([1]), np.array([1.0], np.float32), ends, *env_step_ending_game(env))
+    obs, _, _, next_obs, dones = memory.sample(64)
+    assert dones.all()
+    assert (obs[:, :3] == 0).all() and (obs[:, 3] != 0).any(axis=(1, 2)).all()  # only the game's own frame
+    assert (next_obs[:, :2] == 0).all() and (next_obs[:, 2:] != 0).any(axis=(2, 3)).all()
+
+
+def env_step_ending_game(env: SyntheticAtari):
+    env.stacks[0] = np.concatenate([env.stacks[0, 1:], env._frame()[None]])
+    final = env.stacks.copy()
+    env._new_game(0)
+    return env.stacks.copy(), final, np.array([True])
+
+
+def test_memory_matches_reference_on_real_pong_frames():
+    num_envs = 2
+    envs = make_envs("ALE/Pong-v5", num_envs)
+    memory, reference = FrameReplayMemory(400, num_envs, seed=0), NaiveReference(num_envs)
+    obs, info = envs.reset(seed=3)
+    memory.start_games(obs)
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        actions = rng.integers(0, envs.single_action_space.n, num_envs)
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+        game_over = terminated | truncated
+        final = info.get("final_obs")
+        memory.add(actions, np.sign(rewards), terminated, next_obs, final, game_over)
+        for e in range(num_envs):
+            reference.add(e, obs[e], actions[e], np.sign(rewards[e]), final[e] if game_over[e] else next_obs[e],
+                          terminated[e])
+        obs = next_obs
+    envs.close()
+    assert memory.frames.dtype == np.uint8 and memory.frames.shape[2:] == (84, 84)
+    for _ in range(5):
+        reference.check(memory.sample(128), newest_per_env=memory.slots)
+
+
+def test_one_million_transitions_fit_in_7_2_gb():
+    from dqn_atari import replay_memory_bytes
+    assert replay_memory_bytes(1_000_000, 1) <= 7.2e9
+    assert replay_memory_bytes(1_000_000, 4) <= 7.2e9
+    small = FrameReplayMemory(1_000, 2, seed=0)
+    assert small.nbytes == replay_memory_bytes(1_000, 2)

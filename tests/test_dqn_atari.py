@@ -1,0 +1,95 @@
+"""dqn_atari.py end to end (a short Pong run), its preprocessing, and its bad-input errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from moviepy import VideoFileClip
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dqn_atari
+from conftest import only_run_dir, read_summary, run_script
+
+SHORT = ["--buffer-size", "2000", "--learning-starts", "200", "--target-network-frequency", "100",
+         "--eval-frequency", "400", "--eval-episodes", "1", "--checkpoint-frequency", "200"]
+
+
+def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
+    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "400", *SHORT,
+                        "--capture-video", "--run-root", str(tmp_path / "train"))
+    assert result.returncode == 0, result.stderr
+    assert "replay memory: 2,000 transitions" in result.stdout
+    assert "actions {0: 'NOOP', 1: 'FIRE'" in result.stdout and "(4, 84, 84), uint8" in result.stdout
+    run_dir = only_run_dir(tmp_path / "train")
+    assert run_dir.name.startswith("ALE-Pong-v5__dqn_atari__1__")
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 400 and summary["gradient_steps"] == (400 - 200) // 4
+    assert summary["eval_episodes"] == 1 and -21 <= summary["eval_mean_return"] <= 21
+    assert summary["replay_memory_bytes"] == 2000 * (84 * 84 + 8)
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
+        assert clip.duration * clip.fps > 100  # a whole game of Pong, hundreds of frames
+
+    checkpoint = run_dir / "dqn_atari.pt"
+    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "600", *SHORT,
+                        "--resume", str(checkpoint), "--run-root", str(tmp_path / "resumed"))
+    assert result.returncode == 0, result.stderr
+    assert "resumed" in result.stdout and "at step 400" in result.stdout
+    resumed = read_summary(only_run_dir(tmp_path / "resumed"))
+    # the memory is refilled (200 steps) before learning continues: no gradient steps in steps 401–600
+    assert resumed["global_step"] == 600 and resumed["gradient_steps"] == summary["gradient_steps"]
+    saved = torch.load(only_run_dir(tmp_path / "resumed") / "dqn_atari.pt", weights_only=False)
+    assert saved["global_step"] == 600
+
+    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--eval-checkpoint", str(checkpoint),
+                        "--eval-episodes", "1", "--run-root", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    evaluated = read_summary(only_run_dir(tmp_path / "eval"))
+    assert evaluated["global_step"] == 400 and evaluated["eval_episodes"] == 1
+
+
+class RecordingMemory(dqn_atari.FrameReplayMemory):
+    steps: list = []
+
+    def add(self, actions, rewards, dones, next_observations, final_observations, game_over):
+        RecordingMemory.steps.append((rewards.copy(), dones.copy(), game_over.copy(), next_observations.copy()))
+        super().add(actions, rewards, dones, next_observations, final_observations, game_over)
+
+
+def test_life_loss_is_terminal_for_learning_but_the_game_goes_on_and_scores_are_unclipped(monkeypatch, tmp_path):
+    RecordingMemory.steps = []
+    monkeypatch.setattr(dqn_atari, "FrameReplayMemory", RecordingMemory)
+    args = dqn_atari.Args(env_id="ALE/MsPacman-v5", total_timesteps=1500, buffer_size=3000, learning_starts=3000,
+                          eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu")
+    monkeypatch.setattr(dqn_atari, "evaluate", lambda *a, **k: np.zeros(1))  # not under test here
+    dqn_atari.train(args, tmp_path, torch.device("cpu"))
+
+    observations = np.array([s[3][0] for s in RecordingMemory.steps])
+    assert observations.shape[1:] == (4, 84, 84) and observations.dtype == np.uint8
+    life_losses = [k for k, (_, dones, over, _) in enumerate(RecordingMemory.steps) if dones[0] and not over[0]]
+    assert life_losses, "no life was lost in 1,500 steps of MsPacman"
+    for k in life_losses:  # the game went on: the next observation continues the same stack
+        np.testing.assert_array_equal(observations[k][1:], observations[k + 1][:3])
+    assert all(set(np.unique(s[0])) <= {-1.0, 0.0, 1.0} for s in RecordingMemory.steps)  # learning: clipped
+
+    first_game_end = next(k for k, s in enumerate(RecordingMemory.steps) if s[2][0])
+    clipped_score = sum(s[0][0] for s in RecordingMemory.steps[: first_game_end + 1])
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = events.Scalars("charts/episodic_return")[0].value
+    assert logged % 10 == 0 and logged >= 10 * clipped_score > 0  # pellets score 10 each: the real score
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "CartPole-v1"], "needs an Atari (ALE) env"),
+    (["--env-id", "ALE/NoSuchGame-v5"], "unknown env 'ALE/NoSuchGame-v5'"),
+    (["--buffer-size", "10", "--batch-size", "32"], "--buffer-size 10 is too small"),
+    (["--buffer-size", "100000000000"], "GB of replay memory, but only"),
+    (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
+    result = run_script("dqn_atari.py", *args, "--run-root", str(tmp_path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
