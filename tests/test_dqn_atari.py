@@ -17,7 +17,7 @@ SHORT = ["--buffer-size", "2000", "--learning-starts", "200", "--target-network-
 
 def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
     result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "400", *SHORT,
-                        "--capture-video", "--run-root", str(tmp_path / "train"))
+                        "--capture-video", "--save-buffer", "--run-root", str(tmp_path / "train"))
     assert result.returncode == 0, result.stderr
     assert "replay memory: 2,000 transitions" in result.stdout
     assert "actions {0: 'NOOP', 1: 'FIRE'" in result.stdout and "(4, 84, 84), uint8" in result.stdout
@@ -32,15 +32,21 @@ def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
         assert clip.duration * clip.fps > 100  # a whole game of Pong, hundreds of frames
 
     checkpoint = run_dir / "dqn_atari.pt"
-    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "600", *SHORT,
-                        "--resume", str(checkpoint), "--run-root", str(tmp_path / "resumed"))
-    assert result.returncode == 0, result.stderr
-    assert "resumed" in result.stdout and "at step 400" in result.stdout
-    resumed = read_summary(only_run_dir(tmp_path / "resumed"))
-    # the memory is refilled (200 steps) before learning continues: no gradient steps in steps 401–600
-    assert resumed["global_step"] == 600 and resumed["gradient_steps"] == summary["gradient_steps"]
-    saved = torch.load(only_run_dir(tmp_path / "resumed") / "dqn_atari.pt", weights_only=False)
-    assert saved["global_step"] == 600
+
+    def resume(name: str) -> dict:
+        result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "600", *SHORT,
+                            "--resume", str(checkpoint), "--run-root", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        assert "resumed" in result.stdout and "at step 400" in result.stdout
+        saved = torch.load(only_run_dir(tmp_path / name) / "dqn_atari.pt", weights_only=False)
+        assert saved["global_step"] == 600
+        return read_summary(only_run_dir(tmp_path / name))
+
+    # with the saved replay memory, learning goes straight on: one gradient step every 4 steps
+    assert resume("with_memory")["gradient_steps"] == summary["gradient_steps"] + (600 - 400) // 4
+    # without it, the memory is refilled (200 steps) first: no gradient steps in steps 401–600
+    checkpoint.with_suffix(".memory.npz").unlink()
+    assert resume("refilled")["gradient_steps"] == summary["gradient_steps"]
 
     result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--eval-checkpoint", str(checkpoint),
                         "--eval-episodes", "1", "--run-root", str(tmp_path / "eval"))
