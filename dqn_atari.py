@@ -22,8 +22,8 @@ about 11,700 random-action Pong steps/s for one environment. The id's protocol i
 sticky actions (repeat_action_probability 0.25), `*NoFrameskip-v4` ids do not (0.0); both cap a game at
 108,000 frames (30 minutes).
 
-The replay memory stores each 84×84 frame once, as uint8: 1,000,000 transitions take 7.06 GB instead
-of the 28 GB of storing the stacked observation and the next observation separately. A sampled stack
+The replay memory stores each 84×84 frame once, as uint8: 1,000,000 transitions take 7.06 GB, where
+storing every 4-frame stack would take 28.2 GB (56.5 GB with separate next observations). A sampled stack
 is rebuilt from the frames before it, padded with black frames where its game started (exactly as the
 environment showed it), so it never mixes two games; the true last frame of every game is stored too,
 so a truncated game bootstraps from its real last observation.
@@ -328,10 +328,13 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
 def select_actions(q_network: QNetwork, observations: np.ndarray, epsilon: float, rng: np.random.Generator,
                    n_actions: int, device: torch.device) -> np.ndarray:
     """ε-greedy actions for a batch of observations: the collect policy, or with ε = 0.05 the evaluation one."""
-    with torch.no_grad():
-        greedy = q_network(torch.from_numpy(observations).to(device)).argmax(dim=1).cpu().numpy()
-    explore = rng.random(len(greedy)) < epsilon
-    return np.where(explore, rng.integers(0, n_actions, len(greedy)), greedy)
+    explore = rng.random(len(observations)) < epsilon
+    actions = rng.integers(0, n_actions, len(observations))
+    if not explore.all():  # the network is only asked when some env acts greedily
+        with torch.no_grad():
+            greedy = q_network(torch.from_numpy(observations).to(device)).argmax(dim=1).cpu().numpy()
+        actions = np.where(explore, actions, greedy)
+    return actions
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,12 +406,16 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     global_step, gradient_steps, start_step = 0, 0, 0
     if args.resume:
         checkpoint = load_checkpoint(args.resume, device)
+        if checkpoint["n_actions"] != n_actions:
+            raise InputError(f"--resume {args.resume} was trained on '{checkpoint['env_id']}' "
+                             f"({checkpoint['n_actions']} actions); '{args.env_id}' has {n_actions}")
         q_network.load_state_dict(checkpoint["q_network"])
         target_network.load_state_dict(checkpoint["target_network"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         global_step = start_step = checkpoint["global_step"]
         gradient_steps = checkpoint["gradient_steps"]
         rng.bit_generator.state = checkpoint["rng"]
+        memory.rng.bit_generator.state = checkpoint["memory_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         buffer_path = Path(args.resume).with_suffix(".memory.npz")
         if buffer_path.exists():
@@ -425,6 +432,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
         torch.save({"q_network": q_network.state_dict(), "target_network": target_network.state_dict(),
                     "optimizer": optimizer.state_dict(), "global_step": global_step,
                     "gradient_steps": gradient_steps, "rng": rng.bit_generator.state,
+                    "memory_rng": memory.rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(), "n_actions": n_actions, "env_id": args.env_id,
                     "args": asdict(args)}, path)
         if args.save_buffer:

@@ -4,25 +4,38 @@ import os
 import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from conftest import ROOT, only_run_dir, read_summary
 
+CASES = {
+    # script: (arguments, a line that shows training is under way, evaluation games done by then)
+    "dqn_cartpole.py": (["--total-timesteps", "1000000", "--learning-starts", "100", "--eval-frequency", "500",
+                         "--eval-episodes", "1"], "step ", 1),
+    "dqn_atari.py": (["--total-timesteps", "1000000", "--buffer-size", "20000", "--learning-starts", "100",
+                      "--eval-episodes", "1"], "replay memory:", 0),
+}
 
-def test_ctrl_c_saves_checkpoint_and_summary(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "dqn_cartpole.py"), "--total-timesteps", "1000000", "--learning-starts", "100",
-         "--eval-frequency", "500", "--eval-episodes", "1", "--run-root", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in process.stdout:  # wait until training is under way: the first progress line
-        if line.startswith("step "):
+
+@pytest.mark.parametrize("script", CASES)
+def test_ctrl_c_saves_checkpoint_and_summary(tmp_path, script):
+    args, under_way, evaluated = CASES[script]
+    process = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--run-root", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if line.startswith(under_way):
             break
+    time.sleep(3)  # well into the loop: past learning_starts, gradient steps taken
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "interrupted at step" in stdout
     run_dir = only_run_dir(tmp_path)
     summary = read_summary(run_dir)
-    assert summary["interrupted"] is True and 500 <= summary["global_step"] < 1_000_000
-    assert summary["eval_episodes"] == 1 and summary["gradient_steps"] > 0
-    assert (run_dir / "dqn_cartpole.pt").stat().st_size > 0
+    assert summary["interrupted"] is True and 100 < summary["global_step"] < 1_000_000
+    assert summary["gradient_steps"] > 0 and summary["eval_episodes"] == evaluated
+    assert (run_dir / script.replace(".py", ".pt")).stat().st_size > 0
     assert list(run_dir.glob("events.out.tfevents.*"))
