@@ -1,0 +1,73 @@
+"""Steps per second of dqn_atari.py while it learns, and the replay memory it allocates.
+
+    python benchmarks/atari.py                                   # Pong, 1 and 2 envs, 30k steps each
+    python benchmarks/atari.py --num-envs 4 --steps 50000 -- --device cuda
+
+Each run collects `--learning-starts` steps, then learns (one gradient step of 32 every 4 steps). The
+steady-state rate is measured between the progress points after learning started, from the wall-clock
+times TensorBoard records, so start-up, warm-up and the final evaluation do not count.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def learning_sps(env_id: str, num_envs: int, steps: int, learning_starts: int, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as run_root:
+        subprocess.run([sys.executable, str(ROOT / "dqn_atari.py"), "--env-id", env_id, "--num-envs", str(num_envs),
+                        "--total-timesteps", str(steps), "--learning-starts", str(learning_starts),
+                        "--buffer-size", "100000", "--eval-episodes", "1", "--no-save-model",
+                        "--run-root", run_root, *extra], check=True, stdout=subprocess.DEVNULL)
+        run_dir = next(Path(run_root).iterdir())
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        points = [e for e in events.Scalars("charts/SPS") if e.step > learning_starts + 5_000]
+        summary = json.loads((run_dir / "summary.json").read_text())
+    first, last = points[0], points[-1]
+    return {"num_envs": num_envs, "learning_sps": (last.step - first.step) / (last.wall_time - first.wall_time),
+            "whole_run_sps": summary["sps"], "device": "cuda" if "cuda" in extra else "cpu"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", default="ALE/Pong-v5")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--learning-starts", type=int, default=5_000)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument("extra", nargs="*", help="arguments passed on to dqn_atari.py (after --)")
+    opts = parser.parse_args()
+
+    lines = [f"dqn_atari.py on {opts.env_id}: {opts.steps:,} steps, learning from step {opts.learning_starts:,} "
+             f"{' '.join(opts.extra)}",
+             f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}", "",
+             "| envs | device | steps/s while learning | steps/s, whole run |", "|---:|---|---:|---:|"]
+    for num_envs in opts.num_envs:
+        r = learning_sps(opts.env_id, num_envs, opts.steps, opts.learning_starts, opts.extra)
+        lines.append(f"| {num_envs} | {r['device']} | {r['learning_sps']:.0f} | {r['whole_run_sps']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    if opts.out:
+        opts.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
