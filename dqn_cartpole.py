@@ -57,7 +57,6 @@ Usage:
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import time

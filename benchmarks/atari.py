@@ -10,24 +10,15 @@ times TensorBoard records, so start-up, warm-up and the final evaluation do not 
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from common import machine, report
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def learning_sps(env_id: str, num_envs: int, steps: int, learning_starts: int, extra: list[str]) -> dict:
@@ -58,15 +49,12 @@ def main() -> None:
 
     lines = [f"dqn_atari.py on {opts.env_id}: {opts.steps:,} steps, learning from step {opts.learning_starts:,} "
              f"{' '.join(opts.extra)}",
-             f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}", "",
+             f"machine: {machine()}", "",
              "| envs | device | steps/s while learning | steps/s, whole run |", "|---:|---|---:|---:|"]
     for num_envs in opts.num_envs:
         r = learning_sps(opts.env_id, num_envs, opts.steps, opts.learning_starts, opts.extra)
         lines.append(f"| {num_envs} | {r['device']} | {r['learning_sps']:.0f} | {r['whole_run_sps']:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    if opts.out:
-        opts.out.write_text(table + "\n")
+    report(lines, opts.out)
 
 
 if __name__ == "__main__":

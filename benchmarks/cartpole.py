@@ -10,8 +10,6 @@ medians. Runs go one at a time by default so that the wall-clock is not shared w
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,6 +17,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from common import machine, report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,14 +30,6 @@ def run_seed(seed: int, extra: list[str], run_root: str, script: Path) -> dict:
     wall = time.perf_counter() - start
     summary = json.loads(next(Path(run_root, str(seed)).glob("*/summary.json")).read_text())
     return {**summary, "process_seconds": wall}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -54,8 +46,7 @@ def main() -> None:
 
     threshold = 475
     lines = [f"{opts.script.name} {' '.join(opts.extra) or '(default arguments)'}",
-             f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores, no GPU used, "
-             f"{opts.jobs} run(s) at a time, Python {platform.python_version()}", "",
+             f"machine: {machine()}, no GPU used, {opts.jobs} run(s) at a time", "",
              "| seed | steps to greedy ≥ 475 | final greedy return | wall-clock (s) | SPS |",
              "|---:|---:|---:|---:|---:|"]
     for r in results:
@@ -71,10 +62,7 @@ def main() -> None:
     n_final = sum(r["eval_mean_return"] >= threshold for r in results)
     lines += ["", f"reached greedy ≥ {threshold}: {n_solved}/{len(results)} seeds; "
                   f"ended the run there: {n_final}/{len(results)}"]
-    table = "\n".join(lines)
-    print(table)
-    if opts.out:
-        opts.out.write_text(table + "\n")
+    report(lines, opts.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """dqn_atari.py end to end (a short Pong run), its preprocessing, and its bad-input errors."""
 
-import json
 
 import numpy as np
 import pytest
@@ -99,3 +98,16 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("name, lr, expected", [
+    ("adam", None, (torch.optim.Adam, {"lr": 1e-4, "eps": 1.5e-4})),
+    ("rmsprop", None, (torch.optim.RMSprop, {"lr": 2.5e-4, "alpha": 0.95, "eps": 0.01, "centered": True})),
+    ("rmsprop", 1e-3, (torch.optim.RMSprop, {"lr": 1e-3})),
+])
+def test_optimizer_defaults(name, lr, expected):
+    optimizer = dqn_atari.make_optimizer(dqn_atari.Args(optimizer=name, learning_rate=lr), dqn_atari.QNetwork(6))
+    kind, settings = expected
+    assert isinstance(optimizer, kind)
+    for key, value in settings.items():
+        assert optimizer.param_groups[0][key] == value, key
