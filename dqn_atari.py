@@ -17,8 +17,8 @@ Environment. We use ale-py's C++ vector environment (`ale_py.vector_env.AtariVec
 gymnasium's `AtariPreprocessing` + `FrameStackObservation`: it does the whole DeepMind preprocessing in
 C++ threads (up to 30 no-op starts, action repeat 4 with a max over the last two frames, 84×84
 grayscale, a 4-frame stack padded with black frames at the start of a game, FIRE on reset), needs no
-OpenCV, and steps while Python is busy learning (`send` now, `recv` later). Measured here on one core:
-about 11,700 random-action Pong steps/s for one environment. The id's protocol is kept: `ALE/*-v5` ids use
+OpenCV, and steps while Python is busy learning (`send` now, `recv` later). Measured here: about
+11,700 random-action Pong steps/s for one environment. The id's protocol is kept: `ALE/*-v5` ids use
 sticky actions (repeat_action_probability 0.25), `*NoFrameskip-v4` ids do not (0.0); both cap a game at
 108,000 frames (30 minutes).
 
@@ -148,8 +148,9 @@ def check_args(args: Args) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.learning_rate is not None and args.learning_rate <= 0:
         raise InputError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.learning_starts < 0:
-        raise InputError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
+                         f"got {args.learning_starts}")
     if args.buffer_size < args.num_envs * (STACK + 2) or args.batch_size > args.buffer_size:
         raise InputError(f"--buffer-size {args.buffer_size} is too small for --num-envs {args.num_envs} "
                          f"and --batch-size {args.batch_size}")
@@ -288,7 +289,7 @@ class FrameReplayMemory:
 
         Draws among the written slots and redraws the few that cannot be sampled (the newest, the oldest
         three, the last frame of each game): cheaper than listing the sampleable ones every time."""
-        if not self.sampleable.any():
+        if self.filled.max() < 2:  # cheap: no stream has a frame after its first yet
             raise RuntimeError("the replay memory holds no complete transition yet")
         env = self.rng.integers(0, self.num_envs, batch_size)
         slot = self.rng.integers(0, self.filled[env])
@@ -459,8 +460,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             global_step += num_envs
 
             learning = global_step > max(args.learning_starts, learning_resumes_at)
-            for _ in range(global_step // args.train_frequency - (global_step - num_envs) // args.train_frequency
-                           if learning else 0):
+            updates_due = global_step // args.train_frequency - (global_step - num_envs) // args.train_frequency
+            for _ in range(updates_due if learning else 0):
                 obs, b_actions, b_rewards, next_obs, b_dones = (
                     torch.from_numpy(x).to(device, non_blocking=True) for x in memory.sample(args.batch_size))
                 with torch.no_grad():

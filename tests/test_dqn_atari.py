@@ -92,6 +92,7 @@ def test_life_loss_is_terminal_for_learning_but_the_game_goes_on_and_scores_are_
     (["--buffer-size", "10", "--batch-size", "32"], "--buffer-size 10 is too small"),
     (["--buffer-size", "100000000000"], "GB of replay memory, but only"),
     (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
+    (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (32)"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     result = run_script("dqn_atari.py", *args, "--run-root", str(tmp_path))
