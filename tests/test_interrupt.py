@@ -16,6 +16,8 @@ CASES = {
                          "--eval-episodes", "1"], "step ", 1),
     "dqn_atari.py": (["--total-timesteps", "1000000", "--buffer-size", "20000", "--learning-starts", "100",
                       "--eval-episodes", "1"], "replay memory:", 0),
+    "sac_minitaur.py": (["--env-id", "Pendulum-v1", "--num-envs", "2", "--total-timesteps", "1000000",
+                         "--learning-starts", "256", "--eval-frequency", "1000", "--eval-episodes", "1"], "step ", 1),
 }
 
 
@@ -24,12 +26,12 @@ def test_ctrl_c_saves_checkpoint_and_summary(tmp_path, script):
     args, under_way, evaluated = CASES[script]
     process = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--run-root", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     for line in process.stdout:
         if line.startswith(under_way):
             break
     time.sleep(3)  # well into the loop: past learning_starts, gradient steps taken
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group, workers too
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "interrupted at step" in stdout

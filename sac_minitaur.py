@@ -1,0 +1,716 @@
+"""Soft Actor-Critic (Haarnoja et al., 2018) on the pybullet Minitaur quadruped, in one file.
+
+SAC learns a stochastic policy π(a|s) that maximises reward plus entropy, E[Σ_t γ^t (r_t + α H(π(·|s_t)))],
+with two critics Q_1, Q_2 (s, a; φ_i), slowly moving target critics φ̄_i and a temperature α. On a batch
+(s, a, r, s', terminated) from the replay buffer, with ã ~ π(·|s) and ã' ~ π(·|s') freshly sampled:
+
+    critics:  y = r + γ (1 − terminated) [ min_i Q_i(s', ã'; φ̄_i) − α log π(ã'|s') ]        (soft Bellman target)
+              L_Q(φ) = Σ_i E[ (Q_i(s, a; φ_i) − y)² ]
+    actor:    L_π(θ) = E[ α log π(ã|s) − min_i Q_i(s, ã; φ_i) ],  ã = tanh(μ_θ(s) + σ_θ(s) ⊙ ε), ε ~ N(0, I)
+    α:        L(α) = E[ −α (log π(ã|s) + H̄) ],  target entropy H̄ = −|A|
+    targets:  φ̄_i ← τ φ_i + (1 − τ) φ̄_i   (τ = 0.005, after every update)
+
+The actor is a Gaussian squashed by tanh; `ã` is a differentiable function of θ (the reparameterisation
+trick), so the actor follows the critics' gradient. The squashing changes the density:
+log π(ã|s) = log N(u; μ, σ) − Σ_j log(1 − tanh²(u_j)) for u = μ + σ ⊙ ε (plus the log of the action
+scale when the bounds are not ±1). Taking the minimum of two critics curbs the overestimation that a
+maximising actor would otherwise exploit. α rises when the policy's entropy falls below H̄ and falls when
+it is above, so exploration is tuned rather than hand-set. Only `terminated` (the robot fell) stops the
+bootstrap; a time limit (`truncated`) bootstraps from the true last observation.
+
+The Minitaur environment. pybullet 3.2.7 still ships `pybullet_envs`, but `import pybullet_envs` fails
+on a current stack (it imports the retired `gym` package and `pkg_resources`). This file therefore
+defines `MinitaurBulletEnv`, a gymnasium env reproducing `MinitaurBulletEnv-v0`, and registers it under
+that id (so `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")` works wherever this file is importable).
+It drives the robot model that pybullet installs (`pybullet_envs/bullet/minitaur.py` and `motor.py`, the
+URDF from `pybullet_data`), loaded without running `pybullet_envs/__init__.py`:
+
+  - observation (28 float32): 8 motor angles, 8 motor velocities, 8 motor torques, base orientation
+    quaternion; bounds ±(π, motor speed limit, torque limit, 1) + 0.01;
+  - action (8 in [−1, 1]): swing and extension of the four legs (the leg model), turned into eight
+    motor angles; anything beyond ±1.01 raises ValueError;
+  - physics: a 0.01 s control step = 5 substeps of 0.002 s with the DC motor model (its own PD, kp 1.0,
+    kd 0.02) and overheat protection, 300 solver iterations shared across substeps, gravity −10, the
+    plane of pybullet_data; each reset reloads the robot and settles it for 100 substeps at motor angle π/2;
+  - reward: forward progress Δx − 0.005 · |τ · ω| · 0.002 s (the original uses the substep length here);
+  - terminated when fallen (base up-vector · z < 0.85 or base height < 0.13 m); truncated at 1000 steps;
+  - domain randomisation at every reset, from the env's own seeded generator: base and leg masses ±20 %,
+    battery voltage 14.8–16.8 V, motor viscous damping 0–0.01, foot friction 0.8–1.5;
+  - render_mode="rgb_array" renders headless (DIRECT connection, TinyRenderer).
+
+How the TF-Agents SAC tutorial (Minitaur) maps onto this file:
+
+    TF-Agents                                   this file
+    ------------------------------------------  ---------------------------------------------------------
+    suite_pybullet.load('MinitaurBulletEnv-v0') MinitaurBulletEnv, make_env() / make_vector_env()
+    TimeStep (step_type, reward, observation)   the (obs, reward, terminated, truncated, info) of step
+    CriticNetwork(joint_fc_layer_params)        TwinCritic: both critics in one batched MLP
+    ActorDistributionNetwork + TanhNormal/NormalProjectionNetwork
+                                                Actor: MLP → mean and log-std of a tanh-squashed Gaussian
+    SacAgent (target_update_tau, gamma, alpha)  the update block in train(), log_alpha
+    agent.collect_policy (stochastic)           Actor.sample()
+    GreedyPolicy / agent.policy (the mean)      Actor.greedy()
+    RandomPyPolicy (initial collection)         uniform random actions for the first learning_starts steps
+    DynamicStepDriver                           the `while global_step < ...` loop in train()
+    TFUniformReplayBuffer / Reverb              ReplayBuffer (float32 numpy ring buffer)
+    compute_avg_return / eval metrics           evaluate()
+
+Hyperparameters follow the TF-Agents SAC tutorial and the SAC paper: Adam 3e-4 for actor, critics and α,
+batch 256, 256×256 networks, γ = 0.99, τ = 0.005, one update per environment step, 10,000 initial random
+steps, target entropy −|A|.
+
+Usage:
+    python sac_minitaur.py                                         # Minitaur, 100k steps
+    python sac_minitaur.py --env-id Pendulum-v1 --total-timesteps 15000 --learning-starts 1000
+    python sac_minitaur.py --num-envs 2 --total-timesteps 1000000
+    python sac_minitaur.py --eval-checkpoint runs/.../sac_minitaur.pt --capture-video
+    python sac_minitaur.py --resume runs/.../sac_minitaur.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+import types
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = Path(__file__).stem
+EVAL_SEED_OFFSET = 10_000  # evaluation envs get seed + this: never the training env's episodes
+
+
+@dataclass
+class Args:
+    env_id: str = "MinitaurBulletEnv-v0"
+    """gymnasium id of an env with a Box action space and a flat Box observation"""
+    seed: int = 1
+    """seed of torch, numpy, the environments and the action space"""
+    total_timesteps: int = 100_000
+    """environment steps to train for, over all envs"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks run; auto picks cuda when available"""
+    num_envs: int = 1
+    """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
+    capture_video: bool = False
+    """record an mp4 of a greedy evaluation episode to the run's videos/ at the end"""
+    save_model: bool = True
+    """write the checkpoint to the run directory"""
+    eval_checkpoint: str | None = None
+    """path of a saved checkpoint to evaluate (greedily, on --env-id) instead of training"""
+    eval_episodes: int = 10
+    """number of greedy episodes per evaluation"""
+    eval_frequency: int = 10_000
+    """evaluate the greedy policy every this many environment steps (and at the end)"""
+    checkpoint_frequency: int = 50_000
+    """also write the checkpoint every this many environment steps (and on Ctrl-C)"""
+    run_root: str = "runs"
+    """folder under which the run directory is created"""
+    num_threads: int = 1
+    """torch CPU threads; one is fastest for networks this small"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint at its step (networks, optimizers, α, replay, RNG)"""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate of the actor, the critics and α (TF-Agents tutorial, SAC paper)"""
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    gamma: float = 0.99
+    """discount factor γ"""
+    tau: float = 0.005
+    """target critic update rate: φ̄ ← τφ + (1 − τ)φ̄ after every gradient step"""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """widths of the hidden layers of the actor and of each critic"""
+    learning_starts: int = 10_000
+    """environment steps of uniform random actions before the first update (TF-Agents: 10,000)"""
+    updates_per_step: float = 1.0
+    """gradient steps per environment step (the replay ratio)"""
+    initial_alpha: float = 0.01
+    """initial temperature α (TF-Agents starts at 1; see the docstring for why 0.01 here)"""
+    autotune_alpha: bool = True
+    """tune α toward the target entropy −|A|; off keeps α = initial_alpha"""
+
+
+class InputError(Exception):
+    """Bad user input: reported as one line and a non-zero exit, without a traceback."""
+
+
+def check_args(args: Args) -> None:
+    positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "checkpoint_frequency",
+                "num_threads", "learning_rate", "buffer_size", "batch_size", "updates_per_step", "initial_alpha"]
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.batch_size > args.buffer_size:
+        raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
+                         f"got {args.learning_starts}")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        raise InputError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Minitaur environment
+# ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def silenced_c_output():
+    """Hide what C code prints to stdout/stderr (pybullet's build time on import, "argv[0]=" on connect)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def load_minitaur_model() -> types.ModuleType:
+    """pybullet's robot model, `pybullet_envs.bullet.minitaur`, without running the package __init__
+    files (they import the retired `gym`): empty stand-ins for the two packages are registered first."""
+    import pybullet_data
+
+    package_dir = Path(pybullet_data.getDataPath()).parent / "pybullet_envs"
+    for name, path in [("pybullet_envs", package_dir), ("pybullet_envs.bullet", package_dir / "bullet")]:
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+    return importlib.import_module("pybullet_envs.bullet.minitaur")
+
+
+class MinitaurBulletEnv(gym.Env):
+    """The Minitaur quadruped learning to walk forward (MinitaurBulletEnv-v0, see the module docstring)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 100}
+    CONTROL_STEP, SUBSTEPS, SOLVER_ITERATIONS = 0.01, 5, 300
+    ENERGY_WEIGHT = 0.005
+    ACTION_TOLERANCE = 0.01  # the original accepts actions up to ±1.01
+
+    def __init__(self, render_mode: str | None = None):
+        self.render_mode = render_mode
+        with silenced_c_output():  # pybullet is imported here, not at the top: only this env needs it
+            import pybullet
+            import pybullet_data
+            from pybullet_utils import bullet_client
+
+            self.model = load_minitaur_model()
+            self.bullet = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        self.data_path = pybullet_data.getDataPath()
+        self.substep = self.CONTROL_STEP / self.SUBSTEPS
+        motor = self.model.motor
+        high = np.concatenate([np.full(8, math.pi), np.full(8, motor.MOTOR_SPEED_LIMIT),
+                               np.full(8, motor.OBSERVED_TORQUE_LIMIT), np.ones(4)]) + 0.01
+        self.observation_space = gym.spaces.Box(-high.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
+        self.robot = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        bullet = self.bullet
+        bullet.resetSimulation()
+        bullet.setPhysicsEngineParameter(numSolverIterations=self.SOLVER_ITERATIONS // self.SUBSTEPS)
+        bullet.setTimeStep(self.substep)
+        bullet.loadURDF(f"{self.data_path}/plane.urdf")
+        bullet.setGravity(0, 0, -10)
+        self.robot = self.model.Minitaur(
+            pybullet_client=bullet, urdf_root=self.data_path, time_step=self.substep,
+            self_collision_enabled=True, accurate_motor_model_enabled=True, motor_kp=1.0, motor_kd=0.02,
+            motor_overheat_protection=True)
+        self._randomize()
+        for _ in range(100):  # settle on the ground
+            self.robot.ApplyAction([math.pi / 2] * 8)
+            bullet.stepSimulation()
+        self.last_x = self.robot.GetBasePosition()[0]
+        return self._observation(), {}
+
+    def _randomize(self) -> None:
+        """Domain randomisation of the original env, drawn from this env's seeded generator."""
+        robot, rng = self.robot, self.np_random
+        robot.SetBaseMass(robot.GetBaseMassFromURDF() * rng.uniform(0.8, 1.2))
+        robot.SetLegMasses([mass * rng.uniform(0.8, 1.2) for mass in robot.GetLegMassesFromURDF()])
+        robot.SetBatteryVoltage(rng.uniform(14.8, 16.8))
+        robot.SetMotorViscousDamping(rng.uniform(0.0, 0.01))
+        robot.SetFootFriction(rng.uniform(0.8, 1.5))
+
+    def step(self, action):
+        action = np.asarray(action, np.float64)
+        if action.shape != (8,) or np.any(np.abs(action) > 1.0 + self.ACTION_TOLERANCE):
+            raise ValueError(f"Minitaur actions are 8 values in [-1, 1], got {action}")
+        motor_angles = self.robot.ConvertFromLegModel(action)
+        for _ in range(self.SUBSTEPS):
+            self.robot.ApplyAction(motor_angles)
+            self.bullet.stepSimulation()
+        x = self.robot.GetBasePosition()[0]
+        energy = abs(np.dot(self.robot.GetMotorTorques(), self.robot.GetMotorVelocities())) * self.substep
+        reward = (x - self.last_x) - self.ENERGY_WEIGHT * energy
+        self.last_x = x
+        return self._observation(), float(reward), self._fallen(), False, {}
+
+    def _observation(self) -> np.ndarray:
+        return np.asarray(self.robot.GetObservation(), np.float32)
+
+    def _fallen(self) -> bool:
+        up_z = self.bullet.getMatrixFromQuaternion(self.robot.GetBaseOrientation())[8]  # base z-axis · world z
+        return up_z < 0.85 or self.robot.GetBasePosition()[2] < 0.13
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        width, height = 480, 360
+        view = self.bullet.computeViewMatrixFromYawPitchRoll(
+            cameraTargetPosition=self.robot.GetBasePosition(), distance=1.0, yaw=0, pitch=-30, roll=0, upAxisIndex=2)
+        projection = self.bullet.computeProjectionMatrixFOV(fov=60, aspect=width / height, nearVal=0.1, farVal=100)
+        _, _, pixels, _, _ = self.bullet.getCameraImage(width, height, viewMatrix=view, projectionMatrix=projection,
+                                                        renderer=self.bullet.ER_TINY_RENDERER)
+        return np.asarray(pixels, np.uint8).reshape(height, width, 4)[:, :, :3]
+
+    def close(self):
+        if self.bullet is not None:
+            self.bullet.disconnect()
+            self.bullet = None
+
+
+if "MinitaurBulletEnv-v0" not in gym.registry:  # also imported by gymnasium as "sac_minitaur:..."
+    gym.register("MinitaurBulletEnv-v0", entry_point=MinitaurBulletEnv, max_episode_steps=1000,
+                 reward_threshold=15.0)
+
+
+def make_env(env_id: str, video_folder: Path | None = None) -> gym.Env:
+    """One env, its observations rescaled to [−1, 1] where their bounds are finite; with video_folder, its first
+    episode is recorded. Callers seed it with reset(seed=...)."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
+    except (gym.error.Error, ModuleNotFoundError, AttributeError, TypeError) as e:
+        raise InputError(f"cannot make env '{env_id}': {e}") from None
+    if video_folder is not None:
+        if "rgb_array" not in env.metadata.get("render_modes", []):
+            raise InputError(f"--capture-video needs rgb_array rendering, which '{env_id}' does not offer")
+        env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
+                                       disable_logger=True)
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
+        # Inputs of one scale: the Minitaur's motor velocities reach ±168 while its angles stay within ±π.
+        env = gym.wrappers.RescaleObservation(env, -np.ones(space.shape, np.float32), np.ones(space.shape, np.float32))
+    return env
+
+
+def check_spaces(env: gym.Env, env_id: str) -> tuple[int, gym.spaces.Box]:
+    """SAC needs a bounded continuous action space and a flat vector observation."""
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise InputError(f"{SCRIPT} needs a continuous (Box) action space, but '{env_id}' has {env.action_space}")
+    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
+        raise InputError(f"{SCRIPT} needs finite action bounds, but '{env_id}' has {env.action_space}")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise InputError(f"{SCRIPT} needs a flat Box observation, but '{env_id}' has {env.observation_space}")
+    return env.observation_space.shape[0], env.action_space
+
+
+def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """num_envs copies in worker processes. A finished episode is reset within the same step and its true
+    last observation is in info["final_obs"]."""
+    def worker_env() -> gym.Env:
+        if multiprocessing.parent_process() is not None:  # in a worker, not in this process
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is ours to handle: we save, then close them
+        return make_env(env_id)
+
+    return gym.vector.AsyncVectorEnv([worker_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------------
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])  # no activation after the output layer
+
+
+class Actor(nn.Module):
+    """A tanh-squashed Gaussian policy with state-dependent mean and standard deviation."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # keeps σ in a numerically safe range (as SB3 and TF-Agents clip)
+
+    def __init__(self, obs_dim: int, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.action_dim = action_space.shape[0]
+        self.net = mlp([obs_dim, *hidden_sizes, 2 * self.action_dim])
+        # tanh's (−1, 1) is mapped onto the env's bounds
+        self.register_buffer("scale", torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32))
+        self.register_buffer("center", torch.as_tensor((action_space.high + action_space.low) / 2, dtype=torch.float32))
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action of the collect policy and its log-probability log π(a|s)."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        # log N(u; μ, σ) − Σ log(scale · (1 − tanh²u)), with log(1 − tanh²u) = 2(log 2 − u − softplus(−2u))
+        gaussian_log_prob = (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        squash_correction = (2 * (math.log(2) - u - F.softplus(-2 * u)) + self.scale.log()).sum(-1)
+        return self.center + self.scale * torch.tanh(u), gaussian_log_prob - squash_correction
+
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The evaluation policy (TF-Agents' GreedyPolicy): the squashed mean action."""
+        mean, _ = self.net(obs).chunk(2, dim=-1)
+        return self.center + self.scale * torch.tanh(mean)
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q-networks Q_i(s, a) = MLP_i([s, a]), with their own weights and initialisation."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        self.q1, self.q2 = (mlp([obs_dim + action_dim, *hidden_sizes, 1]) for _ in range(2))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Q-values of both critics, shape (2, batch)."""
+        obs_action = torch.cat([obs, action], dim=-1)
+        return torch.stack([self.q1(obs_action).squeeze(-1), self.q2(obs_action).squeeze(-1)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay buffer
+# ---------------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """Fixed-capacity float32 ring buffer of (obs, action, reward, next_obs, terminated), sampled uniformly.
+
+    `next_obs` is the true next observation, also when an episode was truncated, and `terminated` alone
+    stops the bootstrap. The sampled batch is gathered into preallocated arrays whose torch views are
+    returned, so a gradient step allocates nothing here."""
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, batch_size: int, seed: int,
+                 device: torch.device):
+        self.capacity, self.batch_size, self.device = capacity, batch_size, device
+        self.columns = {"obs": np.zeros((capacity, obs_dim), np.float32),
+                        "actions": np.zeros((capacity, action_dim), np.float32),
+                        "rewards": np.zeros(capacity, np.float32),
+                        "next_obs": np.zeros((capacity, obs_dim), np.float32),
+                        "terminated": np.zeros(capacity, np.float32)}
+        self.position, self.size = 0, 0
+        self.rng = np.random.default_rng(seed)
+        self._batch = {k: np.zeros((batch_size,) + v.shape[1:], v.dtype) for k, v in self.columns.items()}
+        self._batch_tensors = [torch.from_numpy(b) for b in self._batch.values()]
+
+    def add(self, **transitions: np.ndarray) -> None:
+        """Append a batch of transitions (one per env), each keyword a column."""
+        n = len(transitions["rewards"])
+        index = (self.position + np.arange(n)) % self.capacity
+        for name, values in transitions.items():
+            self.columns[name][index] = values
+        self.position = (self.position + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self) -> list[torch.Tensor]:
+        """(obs, actions, rewards, next_obs, terminated) tensors of batch_size transitions."""
+        index = self.rng.integers(0, self.size, self.batch_size)
+        for name, out in self._batch.items():
+            np.take(self.columns[name], index, axis=0, out=out)
+        return [t.to(self.device, non_blocking=True) for t in self._batch_tensors]
+
+    def state_dict(self) -> dict:
+        """The filled part of the buffer, for checkpoints (a resumed run continues with the same replay)."""
+        return {"position": self.position, "size": self.size, "rng": self.rng.bit_generator.state,
+                **{name: column[:self.size].copy() for name, column in self.columns.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position, self.size = state["position"], state["size"]
+        self.rng.bit_generator.state = state["rng"]
+        for name, column in self.columns.items():
+            column[:self.size] = state[name]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation and video
+# ---------------------------------------------------------------------------------------------------
+def greedy_actions(actor: Actor, obs: np.ndarray, device: torch.device) -> np.ndarray:
+    with torch.no_grad():
+        return actor.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+
+
+def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.device) -> np.ndarray:
+    """Undiscounted returns of `episodes` greedy episodes, one per env, stepped together in worker
+    processes. The same seeds every time, so that evaluations during training are comparable."""
+    envs = make_vector_env(env_id, episodes)
+    obs, _ = envs.reset(seed=seed)
+    returns, finished = np.zeros(episodes), np.zeros(episodes, np.bool_)
+    while not finished.all():
+        obs, rewards, terminated, truncated, _ = envs.step(greedy_actions(actor, obs, device))
+        returns += np.where(finished, 0.0, rewards)
+        finished |= terminated | truncated
+    envs.close()
+    return returns
+
+
+def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, device: torch.device) -> None:
+    """An mp4 of one greedy episode (headless rendering)."""
+    env = make_env(env_id, video_folder=video_folder)
+    obs, _ = env.reset(seed=seed)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(greedy_actions(actor, obs, device))
+        done = terminated or truncated
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------------
+def crossed(step: int, increment: int, period: int) -> bool:
+    """Whether going from step − increment to step passed a multiple of period."""
+    return step // period > (step - increment) // period
+
+
+def load_checkpoint(path: str, device: torch.device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as e:
+        raise InputError(f"cannot load checkpoint '{path}': {e}") from None
+
+
+def probe_env(env_id: str) -> tuple[int, gym.spaces.Box]:
+    """Make the env once in this process, to report a bad id or unsuitable spaces in one line."""
+    env = make_env(env_id)
+    try:
+        return check_spaces(env, env_id)
+    finally:
+        env.close()
+
+
+def train(args: Args, run_dir: Path, device: torch.device) -> dict:
+    obs_dim, action_space = probe_env(args.env_id)
+    action_dim = action_space.shape[0]
+    actor = Actor(obs_dim, action_space, args.hidden_sizes).to(device)
+    critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes).to(device)
+    target_critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes).to(device)
+    target_critic.load_state_dict(critic.state_dict())
+    target_critic.requires_grad_(False)
+    log_alpha = torch.tensor(math.log(args.initial_alpha), device=device, requires_grad=True)
+    target_entropy = -float(action_dim)
+    # fused Adam: one kernel per optimizer step for all of a network's parameters
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, action_dim, args.batch_size, args.seed, device)
+    rng = np.random.default_rng(args.seed)  # the random actions of the initial collection
+    global_step, gradient_steps, start_step = 0, 0, 0
+    eval_curve: list[list[float]] = []
+
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume, device)
+        if (checkpoint["obs_dim"], checkpoint["action_dim"]) != (obs_dim, action_dim):
+            raise InputError(f"--resume {args.resume} was trained on '{checkpoint['env_id']}', whose spaces "
+                             f"differ from '{args.env_id}'")
+        for module, name in [(actor, "actor"), (critic, "critic"), (target_critic, "target_critic"),
+                             (actor_optimizer, "actor_optimizer"), (critic_optimizer, "critic_optimizer"),
+                             (alpha_optimizer, "alpha_optimizer"), (buffer, "buffer")]:
+            module.load_state_dict(checkpoint[name])
+        with torch.no_grad():
+            log_alpha.copy_(checkpoint["log_alpha"])
+        global_step = start_step = checkpoint["global_step"]
+        gradient_steps, eval_curve = checkpoint["gradient_steps"], checkpoint["eval_curve"]
+        rng.bit_generator.state = checkpoint["rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        print(f"resumed {args.resume} at step {global_step:,} ({buffer.size:,} transitions in replay)")
+
+    def save_checkpoint() -> None:
+        if args.save_model:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(),
+                        "target_critic": target_critic.state_dict(), "log_alpha": log_alpha.detach(),
+                        "actor_optimizer": actor_optimizer.state_dict(),
+                        "critic_optimizer": critic_optimizer.state_dict(),
+                        "alpha_optimizer": alpha_optimizer.state_dict(), "buffer": buffer.state_dict(),
+                        "global_step": global_step, "gradient_steps": gradient_steps, "eval_curve": eval_curve,
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "obs_dim": obs_dim, "action_dim": action_dim, "hidden_sizes": list(args.hidden_sizes),
+                        "env_id": args.env_id, "args": asdict(args)}, run_dir / f"{SCRIPT}.pt")
+
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in asdict(args).items()))
+    envs = make_vector_env(args.env_id, args.num_envs)
+    envs.action_space.seed(args.seed)
+    num_envs = args.num_envs
+    episode_returns, episode_lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
+    last_return, eval_returns, interrupted = float("nan"), np.zeros(0), False
+    updates_owed = 0.0
+    obs, _ = envs.reset(seed=args.seed + global_step)  # a resumed run starts fresh episodes
+    start_time = time.perf_counter()
+    try:
+        while global_step < args.total_timesteps:
+            if global_step < args.learning_starts:
+                actions = rng.uniform(action_space.low, action_space.high, (num_envs, action_dim)).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    actions = actor.sample(torch.as_tensor(obs, device=device))[0].cpu().numpy()
+            envs.step_async(actions)  # the workers simulate while we learn below
+            global_step += num_envs
+
+            if global_step > args.learning_starts:
+                updates_owed += num_envs * args.updates_per_step
+            while updates_owed >= 1:
+                updates_owed -= 1
+                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = buffer.sample()
+                alpha = log_alpha.exp().detach()
+                # critics: regress both onto the soft Bellman target of the target critics
+                with torch.no_grad():
+                    next_actions, next_log_prob = actor.sample(b_next_obs)
+                    next_q = target_critic(b_next_obs, next_actions).min(dim=0).values - alpha * next_log_prob
+                    q_target = b_rewards + args.gamma * (1.0 - b_terminated) * next_q
+                q_values = critic(b_obs, b_actions)
+                critic_loss = F.mse_loss(q_values, q_target.expand_as(q_values), reduction="none").mean(1).sum()
+                critic_optimizer.zero_grad(set_to_none=True)
+                critic_loss.backward()
+                critic_optimizer.step()
+                # actor: maximise min Q − α log π through the reparameterised action (critics frozen)
+                critic.requires_grad_(False)
+                new_actions, log_prob = actor.sample(b_obs)
+                actor_loss = (alpha * log_prob - critic(b_obs, new_actions).min(dim=0).values).mean()
+                actor_optimizer.zero_grad(set_to_none=True)
+                actor_loss.backward()
+                actor_optimizer.step()
+                critic.requires_grad_(True)
+                # temperature: move the policy's entropy toward −|A|
+                if args.autotune_alpha:
+                    alpha_loss = -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+                    alpha_optimizer.zero_grad(set_to_none=True)
+                    alpha_loss.backward()
+                    alpha_optimizer.step()
+                with torch.no_grad():
+                    for target_param, param in zip(target_critic.parameters(), critic.parameters()):
+                        target_param.lerp_(param, args.tau)
+                gradient_steps += 1
+                if gradient_steps % 1_000 == 0:
+                    writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
+                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                    writer.add_scalar("losses/q_values", q_values.mean().item(), global_step)
+                    writer.add_scalar("losses/alpha", alpha.item(), global_step)
+                    writer.add_scalar("losses/entropy", -log_prob.mean().item(), global_step)
+
+            next_obs, rewards, terminated, truncated, info = envs.step_wait()
+            done = terminated | truncated
+            real_next_obs = next_obs.copy()  # where an episode ended, next_obs already starts the next one
+            for env in np.flatnonzero(done):
+                real_next_obs[env] = info["final_obs"][env]
+            buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=real_next_obs, terminated=terminated)
+            episode_returns += rewards
+            episode_lengths += 1
+            for env in np.flatnonzero(done):
+                last_return = float(episode_returns[env])
+                writer.add_scalar("charts/episodic_return", last_return, global_step)
+                writer.add_scalar("charts/episodic_length", episode_lengths[env], global_step)
+                episode_returns[env], episode_lengths[env] = 0.0, 0
+            obs = next_obs
+
+            if crossed(global_step, num_envs, 1_000):
+                writer.add_scalar("charts/SPS", (global_step - start_step) / (time.perf_counter() - start_time),
+                                  global_step)
+            if crossed(global_step, num_envs, args.eval_frequency) or global_step >= args.total_timesteps:
+                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+                eval_curve.append([global_step, float(eval_returns.mean())])
+                writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
+                sps = (global_step - start_step) / (time.perf_counter() - start_time)
+                print(f"step {global_step:>9,} | episodic return {last_return:8.2f} | greedy eval "
+                      f"{eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | α {log_alpha.exp().item():.4f} | "
+                      f"SPS {sps:,.0f}", flush=True)
+            if crossed(global_step, num_envs, args.checkpoint_frequency):
+                save_checkpoint()
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted at step {global_step:,}: saving what was learned", flush=True)
+
+    train_seconds = time.perf_counter() - start_time
+    save_checkpoint()
+    if args.capture_video and not interrupted:
+        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", device)
+    writer.close()
+    envs.close()
+    return {"global_step": global_step, "sps": (global_step - start_step) / train_seconds,
+            "eval_returns": eval_returns, "eval_curve": eval_curve, "gradient_steps": gradient_steps,
+            "alpha": log_alpha.exp().item(), "interrupted": interrupted}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluate a saved checkpoint
+# ---------------------------------------------------------------------------------------------------
+def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict:
+    checkpoint = load_checkpoint(args.eval_checkpoint, device)
+    obs_dim, action_space = probe_env(args.env_id)
+    if (obs_dim, action_space.shape[0]) != (checkpoint["obs_dim"], checkpoint["action_dim"]):
+        raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}', whose spaces differ from "
+                         f"'{args.env_id}'")
+    actor = Actor(obs_dim, action_space, tuple(checkpoint["hidden_sizes"])).to(device)
+    actor.load_state_dict(checkpoint["actor"])
+    returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+    print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
+          f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
+    if args.capture_video:
+        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", device)
+    return {"global_step": checkpoint["global_step"], "sps": 0.0, "eval_returns": returns,
+            "eval_checkpoint": args.eval_checkpoint}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main: seeding, run directory, summary.json
+# ---------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    check_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    run_dir = Path(args.run_root) / f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
+    print(f"run directory: {run_dir}  (device: {device})", flush=True)
+
+    start = time.perf_counter()
+    result = evaluate_checkpoint(args, run_dir, device) if args.eval_checkpoint else train(args, run_dir, device)
+    eval_returns = result.pop("eval_returns")
+    summary = {"env_id": args.env_id, "seed": args.seed, **result,
+               "wall_seconds": time.perf_counter() - start,
+               # None when interrupted before the first evaluation
+               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
+               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
+               "eval_episodes": len(eval_returns)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary: {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

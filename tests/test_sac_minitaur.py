@@ -1,0 +1,212 @@
+"""sac_minitaur.py: the gymnasium Minitaur, the SAC pieces, end-to-end runs, bad input, and learning."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from moviepy import VideoFileClip
+
+import sac_minitaur
+from conftest import only_run_dir, read_summary, run_script
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Minitaur environment
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def minitaur():
+    env = gym.make("sac_minitaur:MinitaurBulletEnv-v0")
+    yield env
+    env.close()
+
+
+def test_minitaur_spaces_and_env_checker(minitaur):
+    assert minitaur.observation_space.shape == (28,) and minitaur.observation_space.dtype == np.float32
+    assert minitaur.action_space == gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
+    assert minitaur.spec.max_episode_steps == 1000 and minitaur.spec.reward_threshold == 15.0
+    high = minitaur.observation_space.high
+    assert np.allclose(high[:8], math.pi + 0.01) and np.allclose(high[24:], 1.01)
+    check_env(minitaur.unwrapped, skip_render_check=True)
+
+
+def test_minitaur_with_zero_actions_stands_until_truncation(minitaur):
+    obs, _ = minitaur.reset(seed=0)
+    assert obs in minitaur.observation_space
+    total, steps = 0.0, 0
+    while True:
+        obs, reward, terminated, truncated, _ = minitaur.step(np.zeros(8, np.float32))
+        total, steps = total + reward, steps + 1
+        if terminated or truncated:
+            break
+    assert truncated and not terminated and steps == 1000
+    assert abs(total) < 0.05  # no walking, a little energy spent holding the pose
+
+
+def test_minitaur_that_falls_terminates(minitaur):
+    minitaur.reset(seed=0)
+    env = minitaur.unwrapped
+    on_its_side = env.bullet.getQuaternionFromEuler([math.pi / 2, 0, 0])
+    env.bullet.resetBasePositionAndOrientation(env.robot.quadruped, [0, 0, 0.3], on_its_side)
+    _, _, terminated, truncated, _ = minitaur.step(np.zeros(8, np.float32))
+    assert terminated and not truncated
+
+
+def rollout(seed: int, steps: int = 50) -> np.ndarray:
+    env = gym.make("sac_minitaur:MinitaurBulletEnv-v0")
+    observations = [env.reset(seed=seed)[0]]
+    actions = np.random.default_rng(123).uniform(-1, 1, (steps, 8))
+    observations += [env.step(action)[0] for action in actions]
+    env.close()
+    return np.array(observations)
+
+
+def test_minitaur_same_seed_same_trajectory_and_seeded_randomisation():
+    assert np.array_equal(rollout(seed=7), rollout(seed=7))
+    assert not np.allclose(rollout(seed=7), rollout(seed=8))  # another seed: other masses, friction, voltage
+
+
+def test_minitaur_randomises_the_robot_at_every_reset(minitaur):
+    masses = []
+    for seed in [0, None, None]:
+        minitaur.reset(seed=seed)
+        env = minitaur.unwrapped
+        masses.append(env.bullet.getDynamicsInfo(env.robot.quadruped, -1)[0])
+    urdf_mass = env.robot.GetBaseMassFromURDF()
+    assert len(set(masses)) == 3 and all(0.8 * urdf_mass <= m <= 1.2 * urdf_mass for m in masses)
+
+
+def test_minitaur_rejects_out_of_range_actions_and_renders_headless():
+    env = gym.make("sac_minitaur:MinitaurBulletEnv-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="8 values in \\[-1, 1\\]"):
+        env.step(np.full(8, 1.5, np.float32))
+    frame = env.render()
+    assert frame.shape == (360, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAC pieces
+# ---------------------------------------------------------------------------------------------------
+def test_actor_log_prob_matches_the_squashed_gaussian_density():
+    torch.manual_seed(0)
+    space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    actor = sac_minitaur.Actor(3, space, (16,))
+    obs = torch.randn(64, 3)
+    torch.manual_seed(1)
+    actions, log_prob = actor.sample(obs)
+    mean, log_std = actor.net(obs).chunk(2, dim=-1)
+    log_std = log_std.clamp(actor.LOG_STD_MIN, actor.LOG_STD_MAX)
+    reference = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()),
+        [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(actor.center, actor.scale)])
+    assert torch.allclose(log_prob, reference.log_prob(actions).sum(-1), atol=1e-3)
+    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+    assert torch.all((actions >= low) & (actions <= high))
+    greedy = actor.greedy(obs)
+    assert torch.allclose(greedy, actor.center + actor.scale * torch.tanh(mean))
+
+
+def test_twin_critics_are_independent():
+    critic = sac_minitaur.TwinCritic(3, 2, (16, 16))
+    q = critic(torch.randn(5, 3), torch.randn(5, 2))
+    assert q.shape == (2, 5) and not torch.allclose(q[0], q[1])
+
+
+def test_replay_buffer_wraps_around_and_round_trips():
+    buffer = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=0, device=torch.device("cpu"))
+    for start in range(0, 8, 2):  # 8 transitions, two at a time, into 5 slots
+        ids = np.arange(start, start + 2, dtype=np.float32)
+        buffer.add(obs=np.stack([ids, ids], 1), actions=ids[:, None], rewards=ids, next_obs=np.stack([ids, ids], 1) + 1,
+                   terminated=ids % 2)
+    assert buffer.size == 5 and buffer.position == 3
+    assert sorted(buffer.columns["rewards"]) == [3, 4, 5, 6, 7]  # the oldest three were overwritten
+    obs, actions, rewards, next_obs, terminated = buffer.sample()
+    assert torch.equal(obs[:, 0], rewards) and torch.equal(next_obs[:, 0], rewards + 1)
+    assert torch.equal(terminated, rewards % 2) and torch.equal(actions[:, 0], rewards)
+    copy = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=1, device=torch.device("cpu"))
+    copy.load_state_dict(buffer.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(buffer.sample(), copy.sample()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------------------
+PENDULUM_SHORT = ["--env-id", "Pendulum-v1", "--learning-starts", "300", "--batch-size", "64",
+                  "--eval-frequency", "300", "--eval-episodes", "2", "--hidden-sizes", "64", "64"]
+
+
+def test_pendulum_smoke_train_video_checkpoint_eval_and_resume(tmp_path):
+    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "600", "--capture-video",
+                        "--run-root", str(tmp_path / "train"))
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "train")
+    assert run_dir.name.startswith("Pendulum-v1__sac_minitaur__1__")
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 600 and summary["gradient_steps"] == 300
+    assert summary["alpha"] < 1.0  # the temperature was tuned
+    assert [step for step, _ in summary["eval_curve"]] == [300, 600] and summary["eval_episodes"] == 2
+    assert -2000 < summary["eval_mean_return"] <= 0
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
+        assert clip.duration * clip.fps >= 190  # one whole 200-step episode
+
+    checkpoint = run_dir / "sac_minitaur.pt"
+    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "900", "--resume", str(checkpoint),
+                        "--run-root", str(tmp_path / "resumed"))
+    assert result.returncode == 0, result.stderr
+    assert "resumed" in result.stdout and "at step 600 (600 transitions in replay)" in result.stdout
+    resumed = read_summary(only_run_dir(tmp_path / "resumed"))
+    assert resumed["global_step"] == 900 and resumed["gradient_steps"] == 600  # learning went straight on
+    assert [step for step, _ in resumed["eval_curve"]] == [300, 600, 900]
+
+    result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--eval-checkpoint", str(checkpoint),
+                        "--eval-episodes", "3", "--run-root", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    evaluated = read_summary(only_run_dir(tmp_path / "eval"))
+    assert evaluated["global_step"] == 600 and evaluated["eval_episodes"] == 3
+
+
+def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
+    short = ["--learning-starts", "256", "--eval-frequency", "400", "--eval-episodes", "1", "--num-envs", "2",
+             "--hidden-sizes", "64", "64", "--buffer-size", "5000"]
+    result = run_script("sac_minitaur.py", *short, "--total-timesteps", "400", "--run-root", str(tmp_path / "train"))
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "train")
+    assert run_dir.name.startswith("MinitaurBulletEnv-v0__sac_minitaur__1__")
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 400 and summary["gradient_steps"] == 400 - 256
+    assert summary["eval_episodes"] == 1 and summary["alpha"] < 1.0
+    result = run_script("sac_minitaur.py", *short, "--total-timesteps", "600", "--resume",
+                        str(run_dir / "sac_minitaur.pt"), "--run-root", str(tmp_path / "resumed"))
+    assert result.returncode == 0, result.stderr
+    assert read_summary(only_run_dir(tmp_path / "resumed"))["gradient_steps"] == 600 - 256
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "CartPole-v1"], "needs a continuous (Box) action space"),
+    (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
+    (["--learning-starts", "10", "--batch-size", "256"], "--learning-starts must be at least --batch-size"),
+    (["--tau", "1.5"], "--tau must be in [0, 1]"),
+    (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+    (["--eval-checkpoint", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = run_script("sac_minitaur.py", *args, "--run-root", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing created for a run that never started
+
+
+def test_pendulum_learns_within_15k_steps(tmp_path):
+    """Learning regression (seed 1): the greedy policy reaches −250 within 15,000 steps."""
+    result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--seed", "1", "--total-timesteps", "15000",
+                        "--learning-starts", "1000", "--eval-frequency", "2500", "--eval-episodes", "10",
+                        "--no-save-model", "--run-root", str(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stderr
+    curve = read_summary(only_run_dir(tmp_path))["eval_curve"]
+    assert curve[0][1] < -600, curve  # the untrained policy is bad: the test can fail
+    assert max(mean for _, mean in curve) >= -250, curve
