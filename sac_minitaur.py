@@ -32,7 +32,8 @@ URDF from `pybullet_data`), loaded without running `pybullet_envs/__init__.py`:
   - physics: a 0.01 s control step = 5 substeps of 0.002 s with the DC motor model (its own PD, kp 1.0,
     kd 0.02) and overheat protection, 300 solver iterations shared across substeps, gravity −10, the
     plane of pybullet_data; each reset reloads the robot and settles it for 100 substeps at motor angle π/2;
-  - reward: forward progress Δx − 0.005 · |τ · ω| · 0.002 s (the original uses the substep length here);
+  - reward: forward progress Δx (from the settled pose on) − 0.005 · |τ · ω| · 0.002 s (the original uses
+    the substep length here);
   - terminated when fallen (base up-vector · z < 0.85 or base height < 0.13 m); truncated at 1000 steps;
   - domain randomisation at every reset, from the env's own seeded generator: base and leg masses ±20 %,
     battery voltage 14.8–16.8 V, motor viscous damping 0–0.01, foot friction 0.8–1.5;
@@ -44,7 +45,7 @@ How the TF-Agents SAC tutorial (Minitaur) maps onto this file:
     ------------------------------------------  ---------------------------------------------------------
     suite_pybullet.load('MinitaurBulletEnv-v0') MinitaurBulletEnv, make_env() / make_vector_env()
     TimeStep (step_type, reward, observation)   the (obs, reward, terminated, truncated, info) of step
-    CriticNetwork(joint_fc_layer_params)        TwinCritic: both critics in one batched MLP
+    CriticNetwork(joint_fc_layer_params)        TwinCritic: the two critics Q_1, Q_2
     ActorDistributionNetwork + TanhNormal/NormalProjectionNetwork
                                                 Actor: MLP → mean and log-std of a tanh-squashed Gaussian
     SacAgent (target_update_tau, gamma, alpha)  the update block in train(), log_alpha
@@ -623,18 +624,16 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
                     writer.add_scalar("losses/entropy", -log_prob.mean().item(), global_step)
 
             next_obs, rewards, terminated, truncated, info = envs.step_wait()
-            done = terminated | truncated
             real_next_obs = next_obs.copy()  # where an episode ended, next_obs already starts the next one
-            for env in np.flatnonzero(done):
-                real_next_obs[env] = info["final_obs"][env]
-            buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=real_next_obs, terminated=terminated)
             episode_returns += rewards
             episode_lengths += 1
-            for env in np.flatnonzero(done):
+            for env in np.flatnonzero(terminated | truncated):
+                real_next_obs[env] = info["final_obs"][env]
                 last_return = float(episode_returns[env])
                 writer.add_scalar("charts/episodic_return", last_return, global_step)
                 writer.add_scalar("charts/episodic_length", episode_lengths[env], global_step)
                 episode_returns[env], episode_lengths[env] = 0.0, 0
+            buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=real_next_obs, terminated=terminated)
             obs = next_obs
 
             if crossed(global_step, num_envs, 1_000):

@@ -135,6 +135,11 @@ def test_replay_buffer_wraps_around_and_round_trips():
 # ---------------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------------
+def tuned(alpha: float) -> bool:
+    """Whether the temperature moved away from its initial value (--initial-alpha 0.01) by some updates."""
+    return abs(math.log(alpha / 0.01)) > 0.01
+
+
 PENDULUM_SHORT = ["--env-id", "Pendulum-v1", "--learning-starts", "300", "--batch-size", "64",
                   "--eval-frequency", "300", "--eval-episodes", "2", "--hidden-sizes", "64", "64"]
 
@@ -147,7 +152,7 @@ def test_pendulum_smoke_train_video_checkpoint_eval_and_resume(tmp_path):
     assert run_dir.name.startswith("Pendulum-v1__sac_minitaur__1__")
     summary = read_summary(run_dir)
     assert summary["global_step"] == 600 and summary["gradient_steps"] == 300
-    assert summary["alpha"] < 1.0  # the temperature was tuned
+    assert tuned(summary["alpha"])
     assert [step for step, _ in summary["eval_curve"]] == [300, 600] and summary["eval_episodes"] == 2
     assert -2000 < summary["eval_mean_return"] <= 0
     assert list(run_dir.glob("events.out.tfevents.*"))
@@ -179,7 +184,7 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     assert run_dir.name.startswith("MinitaurBulletEnv-v0__sac_minitaur__1__")
     summary = read_summary(run_dir)
     assert summary["global_step"] == 400 and summary["gradient_steps"] == 400 - 256
-    assert summary["eval_episodes"] == 1 and summary["alpha"] < 1.0
+    assert summary["eval_episodes"] == 1 and tuned(summary["alpha"])
     result = run_script("sac_minitaur.py", *short, "--total-timesteps", "600", "--resume",
                         str(run_dir / "sac_minitaur.pt"), "--run-root", str(tmp_path / "resumed"))
     assert result.returncode == 0, result.stderr
