@@ -116,6 +116,8 @@ class Args:
     """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
     capture_video: bool = False
     """record an mp4 of a greedy evaluation episode to the run's videos/ at the end"""
+    video_length: int = 0
+    """frames per video, 0 for the whole episode (a Minitaur frame takes tens of ms to render)"""
     save_model: bool = True
     """write the checkpoint to the run directory"""
     eval_checkpoint: str | None = None
@@ -160,6 +162,8 @@ class InputError(Exception):
 
 
 def check_args(args: Args) -> None:
+    if args.video_length < 0:
+        raise InputError(f"--video-length must be >= 0, got {args.video_length}")
     positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "checkpoint_frequency",
                 "num_threads", "learning_rate", "buffer_size", "batch_size", "updates_per_step", "initial_alpha"]
     for name in positive:
@@ -311,7 +315,7 @@ if "MinitaurBulletEnv-v0" not in gym.registry:  # also imported by gymnasium as 
                  reward_threshold=15.0)
 
 
-def make_env(env_id: str, video_folder: Path | None = None) -> gym.Env:
+def make_env(env_id: str, video_folder: Path | None = None, video_length: int = 0) -> gym.Env:
     """One env, its observations rescaled to [−1, 1] where their bounds are finite; with video_folder, its first
     episode is recorded. Callers seed it with reset(seed=...)."""
     try:
@@ -322,7 +326,7 @@ def make_env(env_id: str, video_folder: Path | None = None) -> gym.Env:
         if "rgb_array" not in env.metadata.get("render_modes", []):
             raise InputError(f"--capture-video needs rgb_array rendering, which '{env_id}' does not offer")
         env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
-                                       disable_logger=True)
+                                       video_length=video_length, disable_logger=True)
     space = env.observation_space
     if isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)):
         # Inputs of one scale: the Minitaur's motor velocities reach ±168 while its angles stay within ±π.
@@ -477,9 +481,10 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.
     return returns
 
 
-def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, device: torch.device) -> None:
-    """An mp4 of one greedy episode (headless rendering)."""
-    env = make_env(env_id, video_folder=video_folder)
+def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, video_length: int,
+                 device: torch.device) -> None:
+    """An mp4 of one greedy episode (headless rendering), or of its first video_length frames."""
+    env = make_env(env_id, video_folder=video_folder, video_length=video_length)
     obs, _ = env.reset(seed=seed)
     done = False
     while not done:
@@ -656,7 +661,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     train_seconds = time.perf_counter() - start_time
     save_checkpoint()
     if args.capture_video and not interrupted:
-        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", device)
+        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length,
+                     device)
     writer.close()
     envs.close()
     return {"global_step": global_step, "sps": (global_step - start_step) / train_seconds,
@@ -679,7 +685,8 @@ def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict
     print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
           f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
     if args.capture_video:
-        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", device)
+        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length,
+                     device)
     return {"global_step": checkpoint["global_step"], "sps": 0.0, "eval_returns": returns,
             "eval_checkpoint": args.eval_checkpoint}
 

@@ -190,6 +190,14 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     assert result.returncode == 0, result.stderr
     assert read_summary(only_run_dir(tmp_path / "resumed"))["gradient_steps"] == 600 - 256
 
+    result = run_script("sac_minitaur.py", "--eval-checkpoint", str(run_dir / "sac_minitaur.pt"), "--eval-episodes",
+                        "2", "--capture-video", "--video-length", "30", "--run-root", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    eval_dir = only_run_dir(tmp_path / "eval")
+    assert read_summary(eval_dir)["global_step"] == 400 and read_summary(eval_dir)["eval_episodes"] == 2
+    with VideoFileClip(str(next((eval_dir / "videos").glob("*.mp4")))) as clip:
+        assert 25 <= clip.duration * clip.fps <= 31  # the first 30 frames of a greedy episode
+
 
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "CartPole-v1"], "needs a continuous (Box) action space"),
