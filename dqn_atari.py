@@ -38,7 +38,7 @@ How the TF-Agents DQN tutorial on Atari (River Raid) maps onto this file:
                                        make_envs(): AtariVectorEnv with the same preprocessing in C++
     QNetwork(conv_layer_params, fc)    QNetwork: Nature CNN, conv 32×8×8/4, 64×4×4/2, 64×3×3/1, 512
     DqnAgent (epsilon_greedy, target_update_period, td_errors_loss_fn=huber, gamma)
-                                       the update block in train()
+                                       td_loss() and the update block in train()
     agent.collect_policy (ε-greedy)    select_actions() with epsilon from linear_schedule()
     agent.policy                       select_actions() with ε = 0.05 (Nature evaluation protocol)
     TFUniformReplayBuffer              FrameReplayMemory (frames stored once)
@@ -212,9 +212,10 @@ class QNetwork(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        # Scale on the device (uint8 crosses the bus, 4× less data). Channels-last convolutions are
-        # about 25 % faster on CPU here (an update of batch 32: 32 → 24 ms with 2 threads).
-        return self.net((frames.float() / 255.0).contiguous(memory_format=torch.channels_last))
+        # uint8 crosses to the device (4× less data than float); then one pass converts it to float in the
+        # channels-last layout and one scales it in place. Channels-last convolutions are about 25 % faster
+        # on CPU here (an update of batch 32: 32 → 24 ms), and the single pass saves ~1 ms per update.
+        return self.net(frames.to(dtype=torch.float32, memory_format=torch.channels_last).div_(255.0))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,6 +390,17 @@ def make_optimizer(args: Args, q_network: QNetwork) -> torch.optim.Optimizer:
     return torch.optim.Adam(q_network.parameters(), lr=args.learning_rate or 1e-4, eps=1.5e-4, fused=True)
 
 
+def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
+            gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber(y − Q(s, a; θ)) with y from the fixed target network θ⁻; also returns Q(s, a; θ) for logging."""
+    obs, actions, rewards, next_obs, dones = batch
+    with torch.no_grad():
+        next_q = target_network(next_obs).max(dim=1).values
+        td_target = rewards + gamma * (1.0 - dones) * next_q
+    q_taken = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+    return F.huber_loss(q_taken, td_target), q_taken
+
+
 def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     envs = make_envs(args.env_id, args.num_envs)
     n_actions = int(envs.single_action_space.n)
@@ -465,13 +477,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             learning = global_step > max(args.learning_starts, learning_resumes_at)
             updates_due = global_step // args.train_frequency - (global_step - num_envs) // args.train_frequency
             for _ in range(updates_due if learning else 0):
-                obs, b_actions, b_rewards, next_obs, b_dones = (
-                    torch.from_numpy(x).to(device, non_blocking=True) for x in memory.sample(args.batch_size))
-                with torch.no_grad():
-                    next_q = target_network(next_obs).max(dim=1).values
-                    td_target = b_rewards + args.gamma * (1.0 - b_dones) * next_q
-                q_taken = q_network(obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                loss = F.huber_loss(q_taken, td_target)
+                batch = [torch.from_numpy(x).to(device, non_blocking=True) for x in memory.sample(args.batch_size)]
+                loss, q_taken = td_loss(q_network, target_network, batch, args.gamma)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

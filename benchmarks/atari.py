@@ -1,7 +1,8 @@
-"""Steps per second of dqn_atari.py while it learns, and the replay memory it allocates.
+"""Steps per second of dqn_atari.py while it learns, the replay memory it allocates, and a learning run.
 
     python benchmarks/atari.py                                   # Pong, 1 and 2 envs, 30k steps each
     python benchmarks/atari.py --num-envs 4 --steps 50000 -- --device cuda
+    python benchmarks/atari.py --learning-run 1000000 --env-id PongNoFrameskip-v4 --out results.md
 
 Each run collects `--learning-starts` steps, then learns (one gradient step of 32 every 4 steps). The
 steady-state rate is measured between the progress points after learning started, from the wall-clock
@@ -37,15 +38,47 @@ def learning_sps(env_id: str, num_envs: int, steps: int, learning_starts: int, e
             "whole_run_sps": summary["sps"], "device": "cuda" if "cuda" in extra else "cpu"}
 
 
+def learning_run(env_id: str, steps: int, extra: list[str]) -> list[str]:
+    """One training run (default arguments but its length; ε decays over its first 10 %, 1M-transition
+    memory) and a table of its evaluations and of the mean game score between them."""
+    run_root = ROOT / "runs" / "benchmark-learning"
+    subprocess.run([sys.executable, str(ROOT / "dqn_atari.py"), "--env-id", env_id, "--total-timesteps", str(steps),
+                    "--eval-frequency", "100000", "--eval-episodes", "5", "--run-root", str(run_root), *extra],
+                   check=True)
+    run_dir = max(run_root.iterdir(), key=lambda p: p.stat().st_mtime)
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    games = events.Scalars("charts/episodic_return")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = [f"| step | evaluation (5 games, ε = 0.05) | training games since the last row (mean score) |",
+             "|---:|---:|---:|"]
+    previous = 0
+    for point in events.Scalars("eval/mean_return"):
+        scores = [g.value for g in games if previous < g.step <= point.step]
+        mean = f"{sum(scores) / len(scores):.1f} ({len(scores)} games)" if scores else "–"
+        lines.append(f"| {point.step:,} | {point.value:.1f} | {mean} |")
+        previous = point.step
+    lines.append(f"\n{summary['global_step']:,} steps in {summary['wall_seconds'] / 60:.0f} min "
+                 f"({summary['sps']:.0f} steps/s){' — interrupted' if summary['interrupted'] else ''}; "
+                 f"run directory {run_dir.relative_to(ROOT)}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="ALE/Pong-v5")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--learning-starts", type=int, default=5_000)
+    parser.add_argument("--learning-run", type=int, default=0, metavar="STEPS",
+                        help="instead of speed, train once for STEPS steps and report the evaluations")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     parser.add_argument("extra", nargs="*", help="arguments passed on to dqn_atari.py (after --)")
     opts = parser.parse_args()
+    if opts.learning_run:
+        report([f"dqn_atari.py on {opts.env_id}, {opts.learning_run:,} steps {' '.join(opts.extra)}",
+                f"machine: {machine()}", "", *learning_run(opts.env_id, opts.learning_run, opts.extra)], opts.out)
+        return
 
     lines = [f"dqn_atari.py on {opts.env_id}: {opts.steps:,} steps, learning from step {opts.learning_starts:,} "
              f"{' '.join(opts.extra)}",

@@ -112,3 +112,20 @@ def test_optimizer_defaults(name, lr, expected):
     assert isinstance(optimizer, kind)
     for key, value in settings.items():
         assert optimizer.param_groups[0][key] == value, key
+
+
+
+def test_td_loss_bootstraps_from_the_target_network_except_after_done():
+    q_network, target_network = dqn_atari.QNetwork(2), dqn_atari.QNetwork(2)
+    with torch.no_grad():  # constant Q-values, whatever the frames: online (1, 2), target (3, 5)
+        for network, values in [(q_network, [1.0, 2.0]), (target_network, [3.0, 5.0])]:
+            network.net[-1].weight.zero_()
+            network.net[-1].bias.copy_(torch.tensor(values))
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    actions, rewards, dones = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.0, -1.0]), torch.tensor([0.0, 0.0, 1.0])
+    loss, q_taken = dqn_atari.td_loss(q_network, target_network, [frames, actions, rewards, frames, dones], 0.9)
+    targets = torch.tensor([1.0 + 0.9 * 5.0, 0.9 * 5.0, -1.0])  # done: no bootstrap
+    assert q_taken.tolist() == [1.0, 2.0, 2.0]
+    assert loss.item() == pytest.approx(torch.nn.functional.huber_loss(q_taken, targets).item())
+    loss.backward()
+    assert all(p.grad is None for p in target_network.parameters())
