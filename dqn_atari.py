@@ -30,6 +30,11 @@ is rebuilt from the frames before it, padded with black frames where its game st
 environment showed it), so it never mixes two games; the true last frame of every game is stored too,
 so a truncated game bootstraps from its real last observation.
 
+Speed. On a CPU the CNN update is about 80 % of a step, so that is where the effort goes: channels-last
+convolutions, fused Adam, frames crossing to the device as uint8 and converted in one pass, and the
+emulator stepping during the update. Side by side with CleanRL's dqn_atari.py on a 2-core CPU this file
+runs about 1.4× as many steps per second (see the README).
+
 How the TF-Agents DQN tutorial on Atari (River Raid) maps onto this file:
 
     TF-Agents                          this file
