@@ -26,13 +26,19 @@ def test_ctrl_c_saves_checkpoint_and_summary(tmp_path, script):
     args, under_way, evaluated = CASES[script]
     process = subprocess.Popen([sys.executable, str(ROOT / script), *args, "--run-root", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    for line in process.stdout:
-        if line.startswith(under_way):
-            break
-    time.sleep(3)  # well into the loop: past learning_starts, gradient steps taken
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group, workers too
-    stdout, stderr = process.communicate(timeout=120)
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                               # a shell's background job ignores SIGINT, and the child would inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in process.stdout:
+            if line.startswith(under_way):
+                break
+        time.sleep(3)  # well into the loop: past learning_starts, gradient steps taken
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group, workers too
+        stdout, stderr = process.communicate(timeout=120)
+    finally:  # never leave a million-step run behind when the test fails
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr and "interrupted at step" in stdout
     run_dir = only_run_dir(tmp_path)
