@@ -3,6 +3,7 @@
     python benchmarks/atari.py                                   # Pong, 1 and 2 envs, 30k steps each
     python benchmarks/atari.py --num-envs 4 --steps 50000 -- --device cuda
     python benchmarks/atari.py --learning-run 1000000 --env-id PongNoFrameskip-v4 --out results.md
+    python benchmarks/atari.py --table runs/benchmark-learning/<run>   # the same table for a run stopped early
 
 Each run collects `--learning-starts` steps, then learns (one gradient step of 32 every 4 steps). The
 steady-state rate is measured between the progress points after learning started, from the wall-clock
@@ -38,19 +39,23 @@ def learning_sps(env_id: str, num_envs: int, steps: int, learning_starts: int, e
             "whole_run_sps": summary["sps"], "device": "cuda" if "cuda" in extra else "cpu"}
 
 
-def learning_run(env_id: str, steps: int, extra: list[str]) -> list[str]:
-    """One training run (default arguments but its length; ε decays over its first 10 %, 1M-transition
-    memory) and a table of its evaluations and of the mean game score between them."""
+def learning_run(env_id: str, steps: int, extra: list[str]) -> Path:
+    """One training run: default arguments but its length (so ε decays over its first 10 %), 1M-transition
+    memory, 5 evaluation games every 100k steps. Returns its run directory."""
     run_root = ROOT / "runs" / "benchmark-learning"
     subprocess.run([sys.executable, str(ROOT / "dqn_atari.py"), "--env-id", env_id, "--total-timesteps", str(steps),
                     "--eval-frequency", "100000", "--eval-episodes", "5", "--run-root", str(run_root), *extra],
                    check=True)
-    run_dir = max(run_root.iterdir(), key=lambda p: p.stat().st_mtime)
+    return max(run_root.iterdir(), key=lambda p: p.stat().st_mtime)
+
+
+def learning_table(run_dir: Path) -> list[str]:
+    """A run's evaluations and the mean score of its training games between them, from its TensorBoard events
+    (so that a run stopped early can be reported too)."""
     events = EventAccumulator(str(run_dir))
     events.Reload()
     games = events.Scalars("charts/episodic_return")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    lines = [f"| step | evaluation (5 games, ε = 0.05) | training games since the last row (mean score) |",
+    lines = ["| step | evaluation (5 games, ε = 0.05) | training games since the previous row: mean score |",
              "|---:|---:|---:|"]
     previous = 0
     for point in events.Scalars("eval/mean_return"):
@@ -58,9 +63,15 @@ def learning_run(env_id: str, steps: int, extra: list[str]) -> list[str]:
         mean = f"{sum(scores) / len(scores):.1f} ({len(scores)} games)" if scores else "–"
         lines.append(f"| {point.step:,} | {point.value:.1f} | {mean} |")
         previous = point.step
-    lines.append(f"\n{summary['global_step']:,} steps in {summary['wall_seconds'] / 60:.0f} min "
-                 f"({summary['sps']:.0f} steps/s){' — interrupted' if summary['interrupted'] else ''}; "
-                 f"run directory {run_dir.relative_to(ROOT)}")
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        lines.append(f"\n{summary['global_step']:,} steps in {summary['wall_seconds'] / 60:.0f} min "
+                     f"({summary['sps']:.0f} steps/s){', interrupted' if summary['interrupted'] else ''}.")
+    else:
+        last = events.Scalars("charts/SPS")[-1]
+        lines.append(f"\nStopped without a summary; last progress point: step {last.step:,} at {last.value:.0f} "
+                     f"steps/s on average since the start.")
     return lines
 
 
@@ -72,12 +83,14 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--learning-run", type=int, default=0, metavar="STEPS",
                         help="instead of speed, train once for STEPS steps and report the evaluations")
+    parser.add_argument("--table", type=Path, default=None, metavar="RUN_DIR",
+                        help="only write the learning table of an existing run directory")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     parser.add_argument("extra", nargs="*", help="arguments passed on to dqn_atari.py (after --)")
     opts = parser.parse_args()
-    if opts.learning_run:
-        report([f"dqn_atari.py on {opts.env_id}, {opts.learning_run:,} steps {' '.join(opts.extra)}",
-                f"machine: {machine()}", "", *learning_run(opts.env_id, opts.learning_run, opts.extra)], opts.out)
+    if opts.learning_run or opts.table:
+        run_dir = opts.table or learning_run(opts.env_id, opts.learning_run, opts.extra)
+        report([f"dqn_atari.py, run {run_dir.name}", f"machine: {machine()}", "", *learning_table(run_dir)], opts.out)
         return
 
     lines = [f"dqn_atari.py on {opts.env_id}: {opts.steps:,} steps, learning from step {opts.learning_starts:,} "
