@@ -114,7 +114,6 @@ def test_optimizer_defaults(name, lr, expected):
         assert optimizer.param_groups[0][key] == value, key
 
 
-
 def test_td_loss_bootstraps_from_the_target_network_except_after_done():
     q_network, target_network = dqn_atari.QNetwork(2), dqn_atari.QNetwork(2)
     with torch.no_grad():  # constant Q-values, whatever the frames: online (1, 2), target (3, 5)
