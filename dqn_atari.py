@@ -59,6 +59,7 @@ Usage:
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -123,6 +124,10 @@ class Args:
     """transitions per gradient step (Nature: 32)"""
     gamma: float = 0.99
     """discount factor γ"""
+    n_step: int = 3
+    """length of the multi-step return in the TD target (Rainbow and Dopamine use 3; Nature DQN is 1)"""
+    double_dqn: bool = True
+    """pick the bootstrap action with the online network and value it with the target one (van Hasselt et al.)"""
     learning_starts: int = 80_000
     """environment steps of collection before the first gradient step"""
     train_frequency: int = 4
@@ -148,7 +153,7 @@ class InputError(Exception):
 
 
 def check_args(args: Args) -> None:
-    positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "buffer_size", "batch_size",
+    positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "buffer_size", "batch_size", "n_step",
                 "train_frequency", "target_network_frequency", "num_threads", "checkpoint_frequency"]
     for name in positive:
         if getattr(args, name) <= 0:
@@ -231,12 +236,16 @@ class FrameReplayMemory:
 
     Each environment writes its own stream (a ring of `capacity // num_envs` slots). Slot t of a stream
     holds the newest frame of the observation at step t, the action taken there, the clipped reward,
-    `done` (termination or life loss) and how many earlier frames of the same game precede it (0–3).
-    The observation at t is frames t−3..t with the frames from before its game replaced by black ones,
-    which is exactly the stack the environment showed; the next observation is frames t−2..t+1. When a
-    game ends, its true last frame takes one extra slot (no action is taken from it) before the next
-    game's first frame. A slot can be sampled once the frame after it is written; the oldest three slots
-    of a stream cannot, because the frames before them have been overwritten.
+    `no_bootstrap` (the game ended or a life was lost: nothing after it counts toward this step's value),
+    `game_over` (the game ended, by termination or time limit) and how many earlier frames of the same
+    game precede it (0–3). The observation at t is frames t−3..t with the frames from before its game
+    replaced by black ones, which is exactly the stack the environment showed. When a game ends, its true
+    last frame takes one extra slot (no action is taken from it) before the next game's first frame.
+
+    A sampled step t comes with its n-step return: the window t..t+h−1 has h = n steps, or fewer where a
+    step in it ends the game or a life, and the bootstrap observation is the one at t+h. A step can be
+    sampled once that observation is written; the oldest three slots of a stream cannot, because the
+    frames before them have been overwritten.
     """
 
     def __init__(self, capacity: int, num_envs: int, seed: int):
@@ -245,17 +254,18 @@ class FrameReplayMemory:
         self.frames = np.zeros(shape + FRAME_SHAPE, np.uint8)
         self.actions = np.zeros(shape, np.uint8)
         self.rewards = np.zeros(shape, np.float32)
-        self.dones = np.zeros(shape, np.bool_)
+        self.no_bootstrap = np.zeros(shape, np.bool_)
+        self.game_over = np.zeros(shape, np.bool_)
         self.history = np.zeros(shape, np.uint8)  # earlier frames of the same game before this one, up to 3
-        self.sampleable = np.zeros(shape, np.bool_)
+        self.sampleable = np.zeros(shape, np.bool_)  # action and next frame known, the frames before it kept
         self.newest = np.full(num_envs, -1)  # slot of each stream's newest frame
         self.filled = np.zeros(num_envs, np.int64)  # slots written so far in each stream, up to `slots`
         self.rng = np.random.default_rng(seed)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in [self.frames, self.actions, self.rewards, self.dones, self.history,
-                                      self.sampleable])
+        return sum(a.nbytes for a in [self.frames, self.actions, self.rewards, self.no_bootstrap, self.game_over,
+                                      self.history, self.sampleable])
 
     def _write_frame(self, env: int, frame: np.ndarray, history: int) -> None:
         slot = (self.newest[env] + 1) % self.slots
@@ -271,13 +281,13 @@ class FrameReplayMemory:
         for env in range(self.num_envs) if envs is None else envs:
             self._write_frame(env, first_observations[env, -1], history=0)
 
-    def add(self, actions, rewards, dones, next_observations, final_observations, game_over) -> None:
+    def add(self, actions, rewards, no_bootstrap, next_observations, final_observations, game_over) -> None:
         """Record one step of every env. `next_observations` are what `step` returned (a new game's first
         observation where `game_over`); `final_observations` hold the true last observation of ended games."""
         for env in range(self.num_envs):
             slot = self.newest[env]
-            self.actions[env, slot], self.rewards[env, slot], self.dones[env, slot] = \
-                actions[env], rewards[env], dones[env]
+            self.actions[env, slot], self.rewards[env, slot] = actions[env], rewards[env]
+            self.no_bootstrap[env, slot], self.game_over[env, slot] = no_bootstrap[env], game_over[env]
             next_frame = final_observations[env, -1] if game_over[env] else next_observations[env, -1]
             self._write_frame(env, next_frame, history=min(int(self.history[env, slot]) + 1, STACK - 1))
             self.sampleable[env, slot] = True
@@ -292,21 +302,41 @@ class FrameReplayMemory:
         stacks[before_game] = 0
         return stacks
 
-    def sample(self, batch_size: int):
-        """(obs, actions, rewards, next_obs, dones) numpy arrays of batch_size uniformly drawn transitions.
+    def _windows(self, env: np.ndarray, slot: np.ndarray, n_step: int) -> tuple[np.ndarray, np.ndarray]:
+        """For steps at (env, slot): their n-step windows' slots (batch, n) and which of them count, i.e.
+        come before any step that ends the game or a life (the first always counts)."""
+        window = (slot[:, None] + np.arange(n_step)) % self.slots
+        ends = self.no_bootstrap[env[:, None], window] | self.game_over[env[:, None], window]
+        counts = np.ones_like(ends)
+        counts[:, 1:] = ~np.logical_or.accumulate(ends[:, :-1], axis=1)
+        return window, counts
 
-        Draws among the written slots and redraws the few that cannot be sampled (the newest, the oldest
+    def sample(self, batch_size: int, n_step: int = 1, gamma: float = 0.99):
+        """(obs, actions, returns, next_obs, discounts) numpy arrays of batch_size uniformly drawn steps:
+        returns = Σ_{k<h} γ^k r_{t+k}, next_obs = the observation at t+h, discounts = γ^h, or 0 when the
+        window ended the game or a life (no bootstrap). The TD target is returns + discounts · V(next_obs).
+
+        Draws among the written slots and redraws the few that cannot be sampled (the newest n, the oldest
         three, the last frame of each game): cheaper than listing the sampleable ones every time."""
         if self.filled.max() < 2:  # cheap: no stream has a frame after its first yet
             raise RuntimeError("the replay memory holds no complete transition yet")
         env = self.rng.integers(0, self.num_envs, batch_size)
         slot = self.rng.integers(0, self.filled[env])
-        while not (ok := self.sampleable[env, slot]).all():
+        while True:
+            window, counts = self._windows(env, slot, n_step)
+            horizon = counts.sum(axis=1)
+            # the bootstrap frame at t+h must be written: t+h at most the newest slot (values of the window
+            # past the newest slot are stale, but they only matter where this check fails)
+            ok = self.sampleable[env, slot] & ((self.newest[env] - slot) % self.slots >= horizon)
+            if ok.all():
+                break
             env[~ok] = self.rng.integers(0, self.num_envs, int((~ok).sum()))
             slot[~ok] = self.rng.integers(0, self.filled[env[~ok]])
-        next_slot = (slot + 1) % self.slots
-        return (self._stacks(env, slot), self.actions[env, slot].astype(np.int64), self.rewards[env, slot],
-                self._stacks(env, next_slot), self.dones[env, slot].astype(np.float32))
+        returns = (self.rewards[env[:, None], window] * counts * gamma ** np.arange(n_step)).sum(axis=1)
+        last = (slot + horizon - 1) % self.slots
+        discounts = np.where(self.no_bootstrap[env, last], 0.0, gamma ** horizon)
+        return (self._stacks(env, slot), self.actions[env, slot].astype(np.int64), returns.astype(np.float32),
+                self._stacks(env, (slot + horizon) % self.slots), discounts.astype(np.float32))
 
     def __len__(self) -> int:
         return int(self.sampleable.sum())
@@ -322,8 +352,8 @@ def available_memory_bytes() -> int:
 
 
 def replay_memory_bytes(buffer_size: int, num_envs: int) -> int:
-    """Bytes FrameReplayMemory allocates: one frame plus 8 bytes of bookkeeping per slot."""
-    return (buffer_size // num_envs) * num_envs * (FRAME_SHAPE[0] * FRAME_SHAPE[1] + 8)
+    """Bytes FrameReplayMemory allocates: one frame plus 9 bytes of bookkeeping per slot."""
+    return (buffer_size // num_envs) * num_envs * (FRAME_SHAPE[0] * FRAME_SHAPE[1] + 9)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -382,6 +412,12 @@ def write_video(frames: list[np.ndarray], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------------
+def format_duration(seconds: float) -> str:
+    """Seconds as h:mm:ss, for the ETA."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def crossed(step: int, increment: int, period: int) -> bool:
     """Whether going from step − increment to step passed a multiple of period."""
     return step // period > (step - increment) // period
@@ -396,12 +432,14 @@ def make_optimizer(args: Args, q_network: QNetwork) -> torch.optim.Optimizer:
 
 
 def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
-            gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Huber(y − Q(s, a; θ)) with y from the fixed target network θ⁻; also returns Q(s, a; θ) for logging."""
-    obs, actions, rewards, next_obs, dones = batch
+            double_dqn: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber(y − Q(s, a; θ)) with the n-step target y = R + discount · Q(s', a*; θ⁻), where a* is the target
+    network's own argmax, or the online network's with double_dqn; also returns Q(s, a; θ) for logging."""
+    obs, actions, returns, next_obs, discounts = batch
     with torch.no_grad():
-        next_q = target_network(next_obs).max(dim=1).values
-        td_target = rewards + gamma * (1.0 - dones) * next_q
+        next_q = target_network(next_obs)
+        best = (q_network(next_obs) if double_dqn else next_q).argmax(dim=1, keepdim=True)
+        td_target = returns + discounts * next_q.gather(1, best).squeeze(1)
     q_taken = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
     return F.huber_loss(q_taken, td_target), q_taken
 
@@ -458,7 +496,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
                     "args": asdict(args)}, path)
         if args.save_buffer:
             np.savez(path.with_suffix(".memory.npz"), **{name: getattr(memory, name) for name in [
-                "frames", "actions", "rewards", "dones", "history", "sampleable", "newest", "filled"]})
+                "frames", "actions", "rewards", "no_bootstrap", "game_over", "history", "sampleable", "newest", "filled"]})
 
     writer = SummaryWriter(str(run_dir))
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
@@ -466,7 +504,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
     # after a resume without a saved memory, learning waits until it holds learning_starts transitions again
     learning_resumes_at = start_step + (args.learning_starts if len(memory) == 0 and start_step else 0)
-    eval_scores, last_score, interrupted = np.zeros(0), float("nan"), False
+    eval_scores, eval_curve, interrupted = np.zeros(0), [], False
+    recent_scores = collections.deque(maxlen=10)  # the last 10 games' scores, for the progress line
     num_envs = args.num_envs
     observations, info = envs.reset(seed=args.seed)
     memory.start_games(observations)
@@ -482,8 +521,9 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             learning = global_step > max(args.learning_starts, learning_resumes_at)
             updates_due = global_step // args.train_frequency - (global_step - num_envs) // args.train_frequency
             for _ in range(updates_due if learning else 0):
-                batch = [torch.from_numpy(x).to(device, non_blocking=True) for x in memory.sample(args.batch_size)]
-                loss, q_taken = td_loss(q_network, target_network, batch, args.gamma)
+                batch = [torch.from_numpy(x).to(device, non_blocking=True)
+                         for x in memory.sample(args.batch_size, args.n_step, args.gamma)]
+                loss, q_taken = td_loss(q_network, target_network, batch, args.double_dqn)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -503,8 +543,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             scores += rewards
             lengths += 1
             for env in np.flatnonzero(game_over):
-                last_score = float(scores[env])
-                writer.add_scalar("charts/episodic_return", last_score, global_step)
+                recent_scores.append(float(scores[env]))
+                writer.add_scalar("charts/episodic_return", scores[env], global_step)
                 writer.add_scalar("charts/episodic_length", lengths[env], global_step)
                 scores[env], lengths[env] = 0.0, 0
             observations = next_observations
@@ -513,12 +553,15 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
                 sps = (global_step - start_step) / (time.perf_counter() - start_time)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
-                print(f"step {global_step:>10,} | last game score {last_score:7.1f} | ε {epsilon:.3f} | "
-                      f"SPS {sps:,.0f}", flush=True)
+                recent = f"{np.mean(recent_scores):7.1f}" if recent_scores else "      –"
+                print(f"step {global_step:>10,} of {args.total_timesteps:,} | last 10 games {recent} | "
+                      f"ε {epsilon:.3f} | SPS {sps:,.0f} | ETA {format_duration((args.total_timesteps - global_step) / sps)}",
+                      flush=True)
             if crossed(global_step, num_envs, args.eval_frequency) or global_step >= args.total_timesteps:
                 eval_scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon,
                                        args.seed + EVAL_SEED_OFFSET, device)
                 writer.add_scalar("eval/mean_return", eval_scores.mean(), global_step)
+                eval_curve.append([global_step, float(eval_scores.mean())])
                 print(f"step {global_step:>10,} | eval score {eval_scores.mean():7.2f} ± {eval_scores.std():.2f} "
                       f"over {len(eval_scores)} games", flush=True)
             if crossed(global_step, num_envs, args.checkpoint_frequency):
@@ -535,7 +578,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     writer.close()
     envs.close()
     return {"global_step": global_step, "sps": (global_step - start_step) / train_seconds,
-            "eval_returns": eval_scores, "gradient_steps": gradient_steps, "replay_memory_bytes": memory.nbytes,
+            "eval_returns": eval_scores, "eval_curve": eval_curve, "gradient_steps": gradient_steps, "replay_memory_bytes": memory.nbytes,
             "interrupted": interrupted}
 
 
@@ -564,7 +607,7 @@ def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict
     print(f"evaluation of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
           f"over {len(scores)} games (ε = {args.eval_epsilon})")
     return {"global_step": checkpoint["global_step"], "sps": 0.0, "eval_returns": scores,
-            "eval_checkpoint": args.eval_checkpoint}
+            "eval_curve": [[checkpoint["global_step"], float(scores.mean())]], "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """dqn_atari's frame-once replay memory against a naive reference that stores whole stacks.
 
-Each transition the memory samples must be exactly one that the environment produced:
-(obs, action, reward, next_obs, done) with obs/next_obs the full stacks the agent saw. Episodes end by
-termination, by truncation (the next observation is the true last one, not the reset frame) and lose
-lives (done for learning, but the frames go on); the ring wraps around several times.
+Each step the memory samples must be exactly one that the environment produced, with the n-step return
+the reference computes from the whole stacks: (obs, action, R = Σ_{k<h} γ^k r_{t+k}, obs_{t+h}, γ^h or 0),
+the window h cut short where a step ends the game or a life. Episodes end by termination, by truncation
+(the bootstrap observation is the true last one, not the reset frame) and lose lives (no bootstrap, but
+the frames go on); the ring wraps around several times.
 """
 
 from collections import defaultdict
@@ -13,28 +14,46 @@ import pytest
 
 from dqn_atari import STACK, FrameReplayMemory, make_envs
 
+GAMMA = 0.9
+
 
 class NaiveReference:
-    """Every transition with its full observation stacks, looked up by the observation's bytes."""
+    """Every step of every env with its full observation stacks; n-step targets computed the plain way."""
 
     def __init__(self, num_envs: int):
-        self.by_obs = defaultdict(list)
-        self.order = [[] for _ in range(num_envs)]  # keys per env, oldest first
+        self.steps = [[] for _ in range(num_envs)]  # per env: (obs, action, reward, next_obs, no_bootstrap, game_over)
+        self.where = defaultdict(list)  # observation bytes -> [(env, index)]
 
-    def add(self, env, obs, action, reward, next_obs, done):
-        key = obs.tobytes()
-        self.by_obs[key].append((action, reward, next_obs.copy(), done))
-        self.order[env].append(key)
+    def add(self, env, obs, action, reward, next_obs, no_bootstrap, game_over):
+        self.where[obs.tobytes()].append((env, len(self.steps[env])))
+        self.steps[env].append((obs.copy(), action, reward, next_obs.copy(), no_bootstrap, game_over))
 
-    def check(self, batch, newest_per_env: int):
-        """Every sampled transition is a real one, among the newest `newest_per_env` of some env."""
-        recent = {key for keys in self.order for key in keys[-newest_per_env:]}
-        obs, actions, rewards, next_obs, dones = batch
+    def n_step(self, env, index, n):
+        """(action, return, bootstrap observation, discount) of step `index`, or None if its window is
+        not complete yet."""
+        total = 0.0
+        for k in range(n):
+            if index + k >= len(self.steps[env]):
+                return None
+            _, _, reward, next_obs, no_bootstrap, game_over = self.steps[env][index + k]
+            total += GAMMA ** k * reward
+            if no_bootstrap:
+                return self.steps[env][index][1], total, next_obs, 0.0
+            if game_over:
+                return self.steps[env][index][1], total, next_obs, GAMMA ** (k + 1)
+        return self.steps[env][index][1], total, next_obs, GAMMA ** n
+
+    def check(self, batch, newest_per_env: int, n: int):
+        """Every sampled step is a real one, among the newest `newest_per_env` of some env, with the
+        right n-step return, bootstrap observation and discount."""
+        obs, actions, returns, next_obs, discounts = batch
         for i in range(len(actions)):
-            key = obs[i].tobytes()
-            assert key in recent, "sampled a transition that is not in the memory any more, or never was"
-            assert any(a == actions[i] and r == rewards[i] and d == dones[i] and np.array_equal(n, next_obs[i])
-                       for a, r, n, d in self.by_obs[key]), "sampled transition differs from the real one"
+            candidates = [self.n_step(env, index, n) for env, index in self.where[obs[i].tobytes()]
+                          if index >= len(self.steps[env]) - newest_per_env]
+            assert candidates, "sampled a step that is not in the memory any more, or never was"
+            assert any(c is not None and c[0] == actions[i] and np.isclose(c[1], returns[i])
+                       and np.isclose(c[3], discounts[i]) and np.array_equal(c[2], next_obs[i])
+                       for c in candidates), "sampled step or its n-step target differs from the real one"
         return {obs[i].tobytes() for i in range(len(actions))}
 
 
@@ -74,8 +93,8 @@ class SyntheticAtari:
         return self.stacks.copy(), rewards, terminated, truncated, life_lost, final
 
 
-@pytest.mark.parametrize("num_envs, capacity", [(1, 60), (3, 150)])
-def test_memory_matches_reference_on_synthetic_games(num_envs, capacity):
+@pytest.mark.parametrize("num_envs, capacity, n", [(1, 60, 1), (3, 150, 1), (1, 60, 3), (3, 150, 3)])
+def test_memory_matches_reference_on_synthetic_games(num_envs, capacity, n):
     env = SyntheticAtari(num_envs, seed=num_envs)
     memory, reference = FrameReplayMemory(capacity, num_envs, seed=0), NaiveReference(num_envs)
     obs = env.stacks.copy()
@@ -87,16 +106,17 @@ def test_memory_matches_reference_on_synthetic_games(num_envs, capacity):
         actions = rng.integers(0, 6, num_envs)
         next_obs, rewards, terminated, truncated, life_lost, final = env.step()
         game_over = terminated | truncated
-        dones = terminated | life_lost
-        memory.add(actions, rewards, dones, next_obs, final, game_over)
+        no_bootstrap = terminated | life_lost
+        memory.add(actions, rewards, no_bootstrap, next_obs, final, game_over)
         for e in range(num_envs):
-            reference.add(e, obs[e], actions[e], rewards[e], final[e] if game_over[e] else next_obs[e], dones[e])
+            reference.add(e, obs[e], actions[e], rewards[e], final[e] if game_over[e] else next_obs[e],
+                          no_bootstrap[e], game_over[e])
         game_ends += game_over.sum()
         truncations += truncated.sum()
         life_losses += life_lost.sum()
         obs = next_obs
         if step > 100 and step % 50 == 0:
-            seen |= reference.check(memory.sample(256), newest_per_env=memory.slots)
+            seen |= reference.check(memory.sample(256, n, GAMMA), memory.slots, n)
     assert game_ends > 20 and truncations > 10 and life_losses > 20
     # sampling reaches (nearly) the whole memory, not only part of it
     assert len(seen) > 0.8 * num_envs * memory.slots
@@ -109,8 +129,8 @@ def test_stack_at_a_game_start_is_zero_padded_and_never_mixes_games():
     ends = np.array([True])
     for _ in range(3):  # three one-step games: each step ends a game by termination
         memory.add(np.array([1]), np.array([1.0], np.float32), ends, *env_step_ending_game(env))
-    obs, _, _, next_obs, dones = memory.sample(64)
-    assert dones.all()
+    obs, _, _, next_obs, discounts = memory.sample(64, 3, GAMMA)
+    assert (discounts == 0).all()
     assert (obs[:, :3] == 0).all() and (obs[:, 3] != 0).any(axis=(1, 2)).all()  # only the game's own frame
     assert (next_obs[:, :2] == 0).all() and (next_obs[:, 2:] != 0).any(axis=(2, 3)).all()
 
@@ -122,7 +142,8 @@ def env_step_ending_game(env: SyntheticAtari):
     return env.stacks.copy(), final, np.array([True])
 
 
-def test_memory_matches_reference_on_real_pong_frames():
+@pytest.mark.parametrize("n", [1, 3])
+def test_memory_matches_reference_on_real_pong_frames(n):
     num_envs = 2
     envs = make_envs("ALE/Pong-v5", num_envs)
     memory, reference = FrameReplayMemory(400, num_envs, seed=0), NaiveReference(num_envs)
@@ -137,12 +158,12 @@ def test_memory_matches_reference_on_real_pong_frames():
         memory.add(actions, np.sign(rewards), terminated, next_obs, final, game_over)
         for e in range(num_envs):
             reference.add(e, obs[e], actions[e], np.sign(rewards[e]), final[e] if game_over[e] else next_obs[e],
-                          terminated[e])
+                          terminated[e], game_over[e])
         obs = next_obs
     envs.close()
     assert memory.frames.dtype == np.uint8 and memory.frames.shape[2:] == (84, 84)
     for _ in range(5):
-        reference.check(memory.sample(128), newest_per_env=memory.slots)
+        reference.check(memory.sample(128, n, GAMMA), memory.slots, n)
 
 
 def test_one_million_transitions_fit_in_7_2_gb():

@@ -25,7 +25,7 @@ def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
     summary = read_summary(run_dir)
     assert summary["global_step"] == 400 and summary["gradient_steps"] == (400 - 200) // 4
     assert summary["eval_episodes"] == 1 and -21 <= summary["eval_mean_return"] <= 21
-    assert summary["replay_memory_bytes"] == 2000 * (84 * 84 + 8)
+    assert summary["replay_memory_bytes"] == 2000 * (84 * 84 + 9)
     assert list(run_dir.glob("events.out.tfevents.*"))
     with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
         assert clip.duration * clip.fps > 100  # a whole game of Pong, hundreds of frames
@@ -57,9 +57,9 @@ def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
 class RecordingMemory(dqn_atari.FrameReplayMemory):
     steps: list = []
 
-    def add(self, actions, rewards, dones, next_observations, final_observations, game_over):
-        RecordingMemory.steps.append((rewards.copy(), dones.copy(), game_over.copy(), next_observations.copy()))
-        super().add(actions, rewards, dones, next_observations, final_observations, game_over)
+    def add(self, actions, rewards, no_bootstrap, next_observations, final_observations, game_over):
+        RecordingMemory.steps.append((rewards.copy(), no_bootstrap.copy(), game_over.copy(), next_observations.copy()))
+        super().add(actions, rewards, no_bootstrap, next_observations, final_observations, game_over)
 
 
 def test_life_loss_is_terminal_for_learning_but_the_game_goes_on_and_scores_are_unclipped(monkeypatch, tmp_path):
@@ -72,7 +72,7 @@ def test_life_loss_is_terminal_for_learning_but_the_game_goes_on_and_scores_are_
 
     observations = np.array([s[3][0] for s in RecordingMemory.steps])
     assert observations.shape[1:] == (4, 84, 84) and observations.dtype == np.uint8
-    life_losses = [k for k, (_, dones, over, _) in enumerate(RecordingMemory.steps) if dones[0] and not over[0]]
+    life_losses = [k for k, (_, ends, over, _) in enumerate(RecordingMemory.steps) if ends[0] and not over[0]]
     assert life_losses, "no life was lost in 1,500 steps of MsPacman"
     for k in life_losses:  # the game went on: the next observation continues the same stack
         np.testing.assert_array_equal(observations[k][1:], observations[k + 1][:3])
@@ -114,17 +114,22 @@ def test_optimizer_defaults(name, lr, expected):
         assert optimizer.param_groups[0][key] == value, key
 
 
-def test_td_loss_bootstraps_from_the_target_network_except_after_done():
+@pytest.mark.parametrize("double_dqn", [False, True])
+def test_td_loss_bootstraps_from_the_target_network_with_the_sampled_discount(double_dqn):
     q_network, target_network = dqn_atari.QNetwork(2), dqn_atari.QNetwork(2)
-    with torch.no_grad():  # constant Q-values, whatever the frames: online (1, 2), target (3, 5)
-        for network, values in [(q_network, [1.0, 2.0]), (target_network, [3.0, 5.0])]:
+    with torch.no_grad():  # constant Q-values, whatever the frames: online (2, 1), target (3, 5)
+        for network, values in [(q_network, [2.0, 1.0]), (target_network, [3.0, 5.0])]:
             network.net[-1].weight.zero_()
             network.net[-1].bias.copy_(torch.tensor(values))
     frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
-    actions, rewards, dones = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.0, -1.0]), torch.tensor([0.0, 0.0, 1.0])
-    loss, q_taken = dqn_atari.td_loss(q_network, target_network, [frames, actions, rewards, frames, dones], 0.9)
-    targets = torch.tensor([1.0 + 0.9 * 5.0, 0.9 * 5.0, -1.0])  # done: no bootstrap
-    assert q_taken.tolist() == [1.0, 2.0, 2.0]
+    actions, returns = torch.tensor([0, 1, 1]), torch.tensor([1.0, 0.0, -1.0])
+    discounts = torch.tensor([0.9, 0.81, 0.0])  # γ^h of each window; 0: it ended the game or a life
+    loss, q_taken = dqn_atari.td_loss(q_network, target_network, [frames, actions, returns, frames, discounts],
+                                      double_dqn)
+    # Double DQN values the online network's choice (action 0) with the target network: 3, not max = 5
+    bootstrap = 3.0 if double_dqn else 5.0
+    targets = torch.tensor([1.0 + 0.9 * bootstrap, 0.81 * bootstrap, -1.0])
+    assert q_taken.tolist() == [2.0, 1.0, 1.0]
     assert loss.item() == pytest.approx(torch.nn.functional.huber_loss(q_taken, targets).item())
     loss.backward()
     assert all(p.grad is None for p in target_network.parameters())
