@@ -57,7 +57,9 @@ Usage:
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import sys
 import time
 from collections import deque
@@ -130,31 +132,6 @@ class Args:
     """final exploration ε"""
     exploration_fraction: float = 0.2
     """fraction of total_timesteps over which ε decays linearly from start_e to end_e"""
-
-
-class InputError(Exception):
-    """Bad user input: reported as one line and a non-zero exit, without a traceback."""
-
-
-def check_args(args: Args) -> None:
-    positive = ["total_timesteps", "eval_episodes", "eval_frequency", "buffer_size", "batch_size",
-                "train_frequency", "target_network_frequency", "n_step", "num_threads", "learning_rate"]
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.batch_size > args.buffer_size:
-        raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.learning_starts < 0:
-        raise InputError(f"--learning-starts must be >= 0, got {args.learning_starts}")
-    for name in ["gamma", "start_e", "end_e", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if not 0.0 < args.exploration_fraction <= 1.0:
-        raise InputError(f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}")
-    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
-        raise InputError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but no CUDA device is available")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,6 +251,27 @@ class ReplayBuffer:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Update: the TD loss and the target network
+# ---------------------------------------------------------------------------------------------------
+def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
+            huber_delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber_δ(y − Q(s, a; θ)) with the n-step target y = R + discount · max_a' Q(s', a'; θ⁻); also returns
+    Q(s, a; θ) for logging."""
+    obs, actions, returns, next_obs, discounts = batch
+    with torch.no_grad():
+        td_target = returns + discounts * target_network(next_obs).max(dim=1).values
+    q_taken = q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+    return F.huber_loss(q_taken, td_target, delta=huber_delta), q_taken
+
+
+def soft_update(target_network: QNetwork, q_network: QNetwork, tau: float) -> None:
+    """θ⁻ ← τθ + (1 − τ)θ⁻ (τ = 1: a hard copy)."""
+    with torch.no_grad():
+        for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+            target_param.lerp_(param, tau)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Exploration schedule and policies
 # ---------------------------------------------------------------------------------------------------
 def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
@@ -286,6 +284,109 @@ def greedy_action(q_network: QNetwork, obs, device: torch.device) -> int:
     with torch.no_grad():
         q_values = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
     return int(q_values.argmax())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------------
+def train(args: Args, run_dir: Path, device: torch.device) -> dict:
+    env = make_env(args.env_id, args.seed)
+    obs_dim, n_actions = check_spaces(env, args.env_id)
+    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
+
+    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    # fused Adam updates all parameters in one kernel
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
+    buffer = make_buffer(args, obs_dim, device)
+    explore_rng = np.random.default_rng(args.seed)
+    huber_delta = 1.0  # the largest |reward| seen (at least 1), see the docstring
+    exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
+    print(f"run directory: {run_dir}  (device: {device})", flush=True)  # the run is under way from here
+
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+        f"|{k}|{v}|" for k, v in asdict(args).items()))
+    greedy = lambda o: greedy_action(q_network, o, device)  # noqa: E731
+    eval_returns, eval_curve, first_solved_step, episodic_return = np.zeros(0), [], None, float("nan")
+    global_step, gradient_steps, target_updates = 0, 0, 0
+    start_time = time.perf_counter()
+
+    obs, _ = env.reset(seed=args.seed)
+    for global_step in range(1, args.total_timesteps + 1):
+        # Collect one step with the ε-greedy collect policy.
+        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
+        if explore_rng.random() < epsilon:
+            action = int(env.action_space.sample())
+        else:
+            action = greedy(obs)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        huber_delta = max(huber_delta, abs(float(reward)))
+        buffer.add(obs, action, reward, next_obs, terminated, truncated)
+        obs = next_obs
+        if terminated or truncated:
+            episodic_return = float(info["episode"]["r"])
+            writer.add_scalar("charts/episodic_return", episodic_return, global_step)
+            writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
+            writer.add_scalar("charts/epsilon", epsilon, global_step)
+            obs, _ = env.reset()
+
+        # Learn from a replayed batch.
+        if global_step > args.learning_starts and global_step % args.train_frequency == 0:
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = linear_schedule(args.learning_rate, 0.0, args.total_timesteps,
+                                                                  global_step)
+            loss, q_taken = td_loss(q_network, target_network, buffer.sample(), huber_delta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            gradient_steps += 1
+            if global_step % 1_000 == 0:
+                writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("charts/SPS", global_step / (time.perf_counter() - start_time), global_step)
+
+        if global_step % args.target_network_frequency == 0:
+            soft_update(target_network, q_network, args.tau)
+            target_updates += 1
+
+        if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+            eval_returns = evaluate(eval_env, greedy, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
+            eval_curve.append([global_step, float(eval_returns.mean())])
+            writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
+            if first_solved_step is None and eval_returns.mean() >= solved_threshold(env):
+                first_solved_step = global_step
+            sps = global_step / (time.perf_counter() - start_time)
+            print(f"step {global_step:>8,} of {args.total_timesteps:,} | episodic return {episodic_return:8.2f} | "
+                  f"greedy eval {eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | ε {epsilon:.3f} | "
+                  f"SPS {sps:,.0f} | ETA {format_duration((args.total_timesteps - global_step) / sps)}", flush=True)
+        if STOP:
+            print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {global_step:,}: "
+                  f"saving what was learned", flush=True)
+            break
+
+    train_seconds = time.perf_counter() - start_time
+    if args.save_model:
+        write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save({
+            "q_network": q_network.state_dict(), "obs_dim": obs_dim, "n_actions": n_actions,
+            "hidden_sizes": list(args.hidden_sizes), "env_id": args.env_id, "global_step": global_step,
+            "args": asdict(args)}, f))
+    if args.capture_video and not STOP:
+        record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
+    writer.close()
+    env.close()
+    eval_env.close()
+    return {"global_step": global_step, "sps": global_step / train_seconds, "eval_returns": eval_returns,
+            "eval_curve": eval_curve, "first_solved_step": first_solved_step, "gradient_steps": gradient_steps,
+            "target_updates": target_updates, "huber_delta": huber_delta, "interrupted": bool(STOP)}
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as h:mm:ss, for the ETA."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,118 +419,14 @@ def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, de
 
 
 # ---------------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------------
-def train(args: Args, run_dir: Path, device: torch.device) -> dict:
-    env = make_env(args.env_id, args.seed)
-    obs_dim, n_actions = check_spaces(env, args.env_id)
-    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
-
-    q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    target_network.load_state_dict(q_network.state_dict())
-    # fused Adam updates all parameters in one kernel: about 20% off a step of this tiny network.
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    buffer = ReplayBuffer(args.buffer_size, obs_dim, args.batch_size, args.n_step, args.gamma, args.seed, device)
-    explore_rng = np.random.default_rng(args.seed)
-    reward_scale = 1.0  # the largest |reward| seen (at least 1): the Huber loss's δ, see the docstring
-    exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
-
-    writer = SummaryWriter(str(run_dir))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in asdict(args).items()))
-    greedy = lambda o: greedy_action(q_network, o, device)  # noqa: E731
-    eval_returns, first_solved_step, episodic_return = np.zeros(0), None, float("nan")
-    global_step, gradient_steps, target_updates, interrupted = 0, 0, 0, False
-    start_time = time.perf_counter()
-
-    def run_evaluation() -> None:
-        nonlocal eval_returns
-        eval_returns = evaluate(eval_env, greedy, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
-        writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
-        sps = int(global_step / (time.perf_counter() - start_time))
-        print(f"step {global_step:>8,} | episodic return {episodic_return:8.2f} | "
-              f"greedy eval {eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | "
-              f"ε {epsilon:.3f} | SPS {sps:,}", flush=True)
-
-    obs, _ = env.reset(seed=args.seed)
-    try:
-        for global_step in range(1, args.total_timesteps + 1):
-            # Collect one step with the ε-greedy collect policy.
-            epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
-            if explore_rng.random() < epsilon:
-                action = int(env.action_space.sample())
-            else:
-                action = greedy(obs)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            reward_scale = max(reward_scale, abs(float(reward)))
-            buffer.add(obs, action, reward, next_obs, terminated, truncated)
-            obs = next_obs
-            if terminated or truncated:
-                episodic_return = float(info["episode"]["r"])
-                writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-                writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
-                writer.add_scalar("charts/epsilon", epsilon, global_step)
-                obs, _ = env.reset()
-
-            # Learn from a replayed batch.
-            if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-                b_obs, b_actions, b_returns, b_next_obs, b_discounts = buffer.sample()
-                if args.anneal_lr:
-                    optimizer.param_groups[0]["lr"] = linear_schedule(
-                        args.learning_rate, 0.0, args.total_timesteps, global_step)
-                with torch.no_grad():
-                    next_q = target_network(b_next_obs).max(dim=1).values
-                    td_target = b_returns + b_discounts * next_q
-                q_taken = q_network(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                loss = F.huber_loss(q_taken, td_target, delta=reward_scale)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                gradient_steps += 1
-                if global_step % 1_000 == 0:
-                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-                    writer.add_scalar("charts/SPS", global_step / (time.perf_counter() - start_time), global_step)
-
-            if global_step % args.target_network_frequency == 0:
-                with torch.no_grad():
-                    for target_param, param in zip(target_network.parameters(), q_network.parameters()):
-                        target_param.lerp_(param, args.tau)
-                target_updates += 1
-
-            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                run_evaluation()
-                if first_solved_step is None and eval_returns.mean() >= solved_threshold(env):
-                    first_solved_step = global_step
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\ninterrupted at step {global_step:,}: saving what was learned", flush=True)
-
-    train_seconds = time.perf_counter() - start_time
-    if args.save_model:
-        torch.save({"q_network": q_network.state_dict(), "obs_dim": obs_dim, "n_actions": n_actions,
-                    "hidden_sizes": list(args.hidden_sizes), "env_id": args.env_id,
-                    "global_step": global_step, "args": asdict(args)}, run_dir / f"{SCRIPT}.pt")
-    if args.capture_video and not interrupted:
-        record_videos(q_network, args.env_id, args.seed, run_dir, device)
-    writer.close()
-    env.close()
-    eval_env.close()
-    return {"global_step": global_step, "sps": global_step / train_seconds, "eval_returns": eval_returns,
-            "first_solved_step": first_solved_step, "gradient_steps": gradient_steps,
-            "target_updates": target_updates, "interrupted": interrupted}
-
-
-# ---------------------------------------------------------------------------------------------------
 # Evaluate a saved checkpoint
 # ---------------------------------------------------------------------------------------------------
 def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict:
     try:
         checkpoint = torch.load(args.eval_checkpoint, map_location=device)
         state = checkpoint["q_network"]
-    except (OSError, RuntimeError, KeyError, TypeError) as e:
-        raise InputError(f"cannot load checkpoint '{args.eval_checkpoint}': {e}") from None
+    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
+        raise InputError(f"cannot load checkpoint '{args.eval_checkpoint}': {type(e).__name__}: {e}") from None
     env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
     obs_dim, n_actions = check_spaces(env, args.env_id)
     if (obs_dim, n_actions) != (checkpoint["obs_dim"], checkpoint["n_actions"]):
@@ -443,14 +440,95 @@ def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict
     print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
           f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")
     if args.capture_video:
-        record_videos(q_network, args.env_id, args.seed, run_dir, device)
+        record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
     return {"global_step": checkpoint["global_step"], "sps": 0.0, "eval_returns": returns,
-            "eval_checkpoint": args.eval_checkpoint}
+            "eval_curve": [[checkpoint["global_step"], float(returns.mean())]], "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------
-# Main: seeding, run directory, summary.json
+# Plumbing: input checks, stopping, saving, run directory, summary
 # ---------------------------------------------------------------------------------------------------
+class InputError(Exception):
+    """Bad user input: reported as one line and a non-zero exit, without a traceback."""
+
+
+def check_args(args: Args) -> None:
+    positive = ["total_timesteps", "eval_episodes", "eval_frequency", "buffer_size", "batch_size",
+                "train_frequency", "target_network_frequency", "n_step", "num_threads", "learning_rate"]
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.batch_size > args.buffer_size:
+        raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
+    if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
+                         f"got {args.learning_starts}")
+    if not 0 <= args.seed < 2**32 - EVAL_SEED_OFFSET:
+        raise InputError(f"--seed must be in [0, {2**32 - EVAL_SEED_OFFSET}), got {args.seed}")
+    for name in ["gamma", "start_e", "end_e", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not 0.0 < args.exploration_fraction <= 1.0:
+        raise InputError(f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        raise InputError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+
+
+def make_buffer(args: Args, obs_dim: int, device: torch.device) -> ReplayBuffer:
+    """The replay buffer, refused up front when it would not fit in the available memory."""
+    needed = args.buffer_size * (2 * obs_dim + 4) * 4
+    available = available_memory_bytes()
+    if needed > available:
+        raise InputError(f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.2f} GB, but only "
+                         f"{available / 1e9:.2f} GB is available")
+    return ReplayBuffer(args.buffer_size, obs_dim, args.batch_size, args.n_step, args.gamma, args.seed, device)
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else free pages."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the model and summary are
+    saved, and the process exits with 128 + the signal's number. A second signal stops the process at once."""
+
+    def __init__(self):
+        self.signal = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+        signal.signal(signum, signal.SIG_DFL)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+STOP = StopRequest()
+
+
+def write_atomically(path: Path, write) -> None:
+    """write(file) into a temporary file beside path, then rename it over path: a kill during the write
+    leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
 def main(args: Args) -> None:
     check_args(args)
     random.seed(args.seed)
@@ -460,7 +538,6 @@ def main(args: Args) -> None:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     run_dir = Path(args.run_root) / f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
-    print(f"run directory: {run_dir}  (device: {device})", flush=True)
 
     start = time.perf_counter()
     result = evaluate_checkpoint(args, run_dir, device) if args.eval_checkpoint else train(args, run_dir, device)
@@ -477,8 +554,10 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
+    STOP.install()
     try:
         main(tyro.cli(Args))
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(128 + STOP.signal if STOP else 0)

@@ -1,6 +1,8 @@
-"""dqn_atari.py end to end (a short Pong run), its preprocessing, and its bad-input errors."""
+"""dqn_atari.py end to end (short Pong runs), resume, its protocols and preprocessing, and its bad-input errors."""
 
+import shutil
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,104 +16,251 @@ SHORT = ["--buffer-size", "2000", "--learning-starts", "200", "--target-network-
          "--eval-frequency", "400", "--eval-episodes", "1", "--checkpoint-frequency", "200"]
 
 
-def test_smoke_train_eval_video_checkpoint_and_resume(tmp_path):
+def scalar_steps(run_dir, tag):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 400-step Pong run with colour videos and the replay memory saved beside its checkpoint."""
+    root = tmp_path_factory.mktemp("train")
     result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "400", *SHORT,
-                        "--capture-video", "--save-buffer", "--run-root", str(tmp_path / "train"))
+                        "--capture-video", "--save-buffer", "--run-root", str(root))
     assert result.returncode == 0, result.stderr
-    assert "replay memory: 2,000 transitions" in result.stdout
+    return result, only_run_dir(root)
+
+
+def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
+    result, run_dir = trained_run
+    assert "replay memory: 2,000 steps" in result.stdout
     assert "actions {0: 'NOOP', 1: 'FIRE'" in result.stdout and "(4, 84, 84), uint8" in result.stdout
-    run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("ALE-Pong-v5__dqn_atari__1__")
     summary = read_summary(run_dir)
     assert summary["global_step"] == 400 and summary["gradient_steps"] == (400 - 200) // 4
     assert summary["eval_episodes"] == 1 and -21 <= summary["eval_mean_return"] <= 21
+    assert summary["eval_curve"] == [[400, summary["eval_mean_return"]]]
     assert summary["replay_memory_bytes"] == 2000 * (84 * 84 + 9)
-    assert list(run_dir.glob("events.out.tfevents.*"))
-    with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
-        assert clip.duration * clip.fps > 100  # a whole game of Pong, hundreds of frames
+    assert scalar_steps(run_dir, "eval/mean_return") == [400]
+    for name in ["step-000000400.mp4", "random-agent.mp4"]:  # the real screen in colour, scaled 3×
+        with VideoFileClip(str(run_dir / "videos" / name)) as clip:
+            assert clip.size == [480, 630] and clip.duration * clip.fps > 100  # a whole game of Pong
+            frame = clip.get_frame(1.0)
+            assert np.abs(frame[..., 0].astype(int) - frame[..., 2]).mean() > 20  # not gray
 
-    checkpoint = run_dir / "dqn_atari.pt"
-
-    def resume(name: str) -> dict:
-        result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--total-timesteps", "600", *SHORT,
-                            "--resume", str(checkpoint), "--run-root", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
-        assert "resumed" in result.stdout and "at step 400" in result.stdout
-        saved = torch.load(only_run_dir(tmp_path / name) / "dqn_atari.pt", weights_only=False)
-        assert saved["global_step"] == 600
-        return read_summary(only_run_dir(tmp_path / name))
-
-    # with the saved replay memory, learning goes straight on: one gradient step every 4 steps
-    assert resume("with_memory")["gradient_steps"] == summary["gradient_steps"] + (600 - 400) // 4
-    # without it, the memory is refilled (200 steps) first: no gradient steps in steps 401–600
-    checkpoint.with_suffix(".memory.npz").unlink()
-    assert resume("refilled")["gradient_steps"] == summary["gradient_steps"]
-
-    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--eval-checkpoint", str(checkpoint),
+    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--eval-checkpoint", str(run_dir / "dqn_atari.pt"),
                         "--eval-episodes", "1", "--run-root", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     evaluated = read_summary(only_run_dir(tmp_path / "eval"))
     assert evaluated["global_step"] == 400 and evaluated["eval_episodes"] == 1
 
 
+def resume(run_dir, *args):
+    return run_script("dqn_atari.py", "--resume", str(run_dir / "dqn_atari.pt"), *args)
+
+
+def test_resume_continues_the_same_run_in_its_directory(trained_run, tmp_path):
+    _, original = trained_run
+    first = read_summary(original)
+    for variant in ["with_memory", "refilled"]:
+        run_dir = tmp_path / variant
+        shutil.copytree(original, run_dir)
+        if variant == "refilled":
+            (run_dir / "dqn_atari.memory.npz").unlink()
+        result = resume(run_dir, "--total-timesteps", "600")  # the saved flags are the defaults
+        assert result.returncode == 0, result.stderr
+        assert "resumed" in result.stdout and "at step 400" in result.stdout
+        assert f"run directory: {run_dir}" in result.stdout and not (tmp_path / "runs").exists()
+        summary = read_summary(run_dir)
+        assert summary["global_step"] == 600 and summary["env_id"] == "ALE/Pong-v5"
+        assert [step for step, _ in summary["eval_curve"]] == [400, 600] and summary["eval_curve"][0] == first["eval_curve"][0]
+        assert summary["wall_seconds"] > first["wall_seconds"]  # both sessions
+        assert scalar_steps(run_dir, "eval/mean_return") == [400, 600]  # one TensorBoard run, continued
+        saved = torch.load(run_dir / "dqn_atari.pt", weights_only=False)
+        assert saved["progress"]["global_step"] == 600
+        # with the saved memory, learning goes straight on: one gradient step every 4 steps; without it,
+        # the memory is refilled first (200 steps, the saved --learning-starts), and steps 401–600 only collect
+        expected = first["gradient_steps"] + ((600 - 400) // 4 if variant == "with_memory" else 0)
+        assert summary["gradient_steps"] == expected, variant
+
+
+def test_resume_refuses_unsafe_flags_and_bad_files(trained_run, tmp_path):
+    _, original = trained_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(original, run_dir)
+    checkpoint = run_dir / "dqn_atari.pt"
+    truncated, foreign = tmp_path / "truncated.pt", tmp_path / "foreign.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    torch.save({"actor": {}}, foreign)
+    cases = [
+        (["--resume", str(checkpoint), "--total-timesteps", "600", "--buffer-size", "3000"],
+         "--buffer-size cannot change when resuming (the run was saved with 2000)"),
+        (["--resume", str(checkpoint), "--total-timesteps", "600", "--env-id", "ALE/Breakout-v5"],
+         "--env-id cannot change when resuming"),
+        (["--resume", str(checkpoint)], "already reached step 400: give a larger --total-timesteps"),
+        (["--resume", str(truncated)], f"cannot load checkpoint '{truncated}'"),
+        (["--resume", str(foreign)], "is not a dqn_atari checkpoint"),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_script("dqn_atari.py", *args), message)
+    with np.load(run_dir / "dqn_atari.memory.npz") as saved:  # a memory of another size under the same name
+        np.savez(run_dir / "dqn_atari.memory.npz", **{k: saved[k][..., :10] if saved[k].ndim > 1 else saved[k]
+                                                      for k in saved.files})
+    assert_one_line_error(resume(run_dir, "--total-timesteps", "600"), "the replay memory in")
+    (run_dir / "dqn_atari.memory.npz").write_bytes(b"not a zip file")
+    assert_one_line_error(resume(run_dir, "--total-timesteps", "600"), "cannot load the replay memory")
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
 class RecordingMemory(dqn_atari.FrameReplayMemory):
     steps: list = []
 
     def add(self, actions, rewards, no_bootstrap, next_observations, final_observations, game_over):
-        RecordingMemory.steps.append((rewards.copy(), no_bootstrap.copy(), game_over.copy(), next_observations.copy()))
+        final = final_observations if final_observations is not None else np.zeros_like(next_observations)
+        RecordingMemory.steps.append((rewards.copy(), no_bootstrap.copy(), game_over.copy(), next_observations.copy(),
+                                      final.copy()))
         super().add(actions, rewards, no_bootstrap, next_observations, final_observations, game_over)
 
 
-def test_life_loss_is_terminal_for_learning_but_the_game_goes_on_and_scores_are_unclipped(monkeypatch, tmp_path):
+def record_training(monkeypatch, tmp_path, env_id, steps):
     RecordingMemory.steps = []
     monkeypatch.setattr(dqn_atari, "FrameReplayMemory", RecordingMemory)
-    args = dqn_atari.Args(env_id="ALE/MsPacman-v5", total_timesteps=1500, buffer_size=3000, learning_starts=3000,
-                          eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu")
     monkeypatch.setattr(dqn_atari, "evaluate", lambda *a, **k: np.zeros(1))  # not under test here
+    args = dqn_atari.Args(env_id=env_id, total_timesteps=steps, buffer_size=3000, learning_starts=3000,
+                          eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu")
     dqn_atari.train(args, tmp_path, torch.device("cpu"))
+    return RecordingMemory.steps
 
-    observations = np.array([s[3][0] for s in RecordingMemory.steps])
+
+def test_life_loss_ends_the_value_for_learning_but_the_game_goes_on_and_scores_are_unclipped(monkeypatch, tmp_path):
+    steps = record_training(monkeypatch, tmp_path, "MsPacmanNoFrameskip-v4", 1500)
+    observations = np.array([s[3][0] for s in steps])
     assert observations.shape[1:] == (4, 84, 84) and observations.dtype == np.uint8
-    life_losses = [k for k, (_, ends, over, _) in enumerate(RecordingMemory.steps) if ends[0] and not over[0]]
+    life_losses = [k for k, (_, ends, over, _, _) in enumerate(steps) if ends[0] and not over[0]]
     assert life_losses, "no life was lost in 1,500 steps of MsPacman"
     for k in life_losses:  # the game went on: the next observation continues the same stack
         np.testing.assert_array_equal(observations[k][1:], observations[k + 1][:3])
-    assert all(set(np.unique(s[0])) <= {-1.0, 0.0, 1.0} for s in RecordingMemory.steps)  # learning: clipped
+    assert all(set(np.unique(s[0])) <= {-1.0, 0.0, 1.0} for s in steps)  # learning: clipped
 
-    first_game_end = next(k for k, s in enumerate(RecordingMemory.steps) if s[2][0])
-    clipped_score = sum(s[0][0] for s in RecordingMemory.steps[: first_game_end + 1])
+    first_game_end = next(k for k, s in enumerate(steps) if s[2][0])
+    clipped_score = sum(s[0][0] for s in steps[: first_game_end + 1])
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     logged = events.Scalars("charts/episodic_return")[0].value
     assert logged % 10 == 0 and logged >= 10 * clipped_score > 0  # pellets score 10 each: the real score
 
 
+def test_sticky_action_ids_have_no_life_loss_signal(monkeypatch, tmp_path):
+    steps = record_training(monkeypatch, tmp_path, "ALE/MsPacman-v5", 1500)
+    assert any(s[2][0] for s in steps), "no game ended"
+    assert all(not ends[0] or over[0] for _, ends, over, _, _ in steps)  # only a game's end stops the value
+
+
+def test_a_truncated_game_stores_its_true_last_observation(monkeypatch, tmp_path):
+    """A real Pong game cut by its frame limit: the memory gets the last observation, not the next game's."""
+    if "ALE/PongShort-v5" not in gym.registry:
+        gym.register("ALE/PongShort-v5", entry_point="ale_py.env:AtariEnv",
+                     kwargs={"game": "pong", "repeat_action_probability": 0.25, "max_num_frames_per_episode": 400})
+    steps = record_training(monkeypatch, tmp_path, "ALE/PongShort-v5", 600)
+    truncations = [k for k, (_, ends, over, _, _) in enumerate(steps) if over[0] and not ends[0]]
+    assert len(truncations) >= 2  # 400 frames = 100 steps a game
+    for k in truncations:
+        previous, final, first = steps[k - 1][3][0], steps[k][4][0], steps[k][3][0]
+        np.testing.assert_array_equal(final[:3], previous[1:])  # the stack goes on to its true last frame
+        assert (first[:3] == 0).all() and not np.array_equal(final, first)  # the new game starts black
+
+
+@pytest.mark.parametrize("env_id", ["ALE/Pong-v5", "BreakoutNoFrameskip-v4"])
+def test_the_colour_video_does_not_change_what_the_agent_sees(env_id, tmp_path):
+    """The screen env only watches: the agent's games, observations and scores are those without a video."""
+    q_network = dqn_atari.QNetwork(int(dqn_atari.make_envs(env_id, 1).single_action_space.n))
+    seen = {}
+    original = dqn_atari.select_actions
+
+    def recording(q, observations, *args):
+        seen.setdefault(key, []).append(observations.copy())
+        return original(q, observations, *args)
+
+    dqn_atari.select_actions = recording
+    try:
+        scores = {}
+        for key, video in [("plain", None), ("video", tmp_path / "game.mp4")]:
+            scores[key] = dqn_atari.evaluate(q_network, env_id, 2, 0.5, 3, torch.device("cpu"), video)
+    finally:
+        dqn_atari.select_actions = original
+    np.testing.assert_array_equal(scores["plain"], scores["video"])
+    assert len(seen["plain"]) == len(seen["video"]) > 50
+    assert all(np.array_equal(a, b) for a, b in zip(seen["plain"], seen["video"]))
+    with VideoFileClip(str(tmp_path / "game.mp4")) as clip:
+        assert clip.size == [480, 630]
+
+
+def test_protocols_of_the_two_id_families():
+    v5, v4 = dqn_atari.atari_settings("ALE/Pong-v5"), dqn_atari.atari_settings("PongNoFrameskip-v4")
+    assert (v5["repeat_action_probability"], v5["noop_max"], v5["use_fire_reset"], v5["life_loss_ends_value"]) \
+        == (0.25, 0, False, False)
+    assert (v4["repeat_action_probability"], v4["noop_max"], v4["use_fire_reset"], v4["life_loss_ends_value"]) \
+        == (0.0, 30, True, True)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "CartPole-v1"], "needs an Atari (ALE) env"),
     (["--env-id", "ALE/NoSuchGame-v5"], "unknown env 'ALE/NoSuchGame-v5'"),
+    (["--env-id", "Pong-v4"], "'Pong-v4' follows neither protocol of this file: use PongNoFrameskip-v4 (DeepMind)"),
+    (["--env-id", "MsPacmanNoFrameskip-v0"], "or ALE/MsPacman-v5 (sticky actions)"),
     (["--buffer-size", "10", "--batch-size", "32"], "--buffer-size 10 is too small"),
     (["--buffer-size", "100000000000"], "GB of replay memory, but only"),
     (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
+    (["--n-step", "0"], "--n-step must be positive"),
+    (["--checkpoint-minutes", "0"], "--checkpoint-minutes must be positive"),
     (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (32)"),
+    (["--eval-epsilon", "1.5"], "--eval-epsilon must be in [0, 1]"),
+    (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "cannot be used together"),
+    (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     result = run_script("dqn_atari.py", *args, "--run-root", str(tmp_path))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert_one_line_error(result, message)
+    assert "run directory" not in result.stdout
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("name, lr, expected", [
     ("adam", None, (torch.optim.Adam, {"lr": 1e-4, "eps": 1.5e-4})),
-    ("rmsprop", None, (torch.optim.RMSprop, {"lr": 2.5e-4, "alpha": 0.95, "eps": 0.01, "centered": True})),
-    ("rmsprop", 1e-3, (torch.optim.RMSprop, {"lr": 1e-3})),
+    ("rmsprop", None, (dqn_atari.NatureRMSprop, {"lr": 2.5e-4, "decay": 0.95, "eps": 0.01 / 32 ** 2})),
+    ("rmsprop", 1e-3, (dqn_atari.NatureRMSprop, {"lr": 1e-3})),
 ])
 def test_optimizer_defaults(name, lr, expected):
     optimizer = dqn_atari.make_optimizer(dqn_atari.Args(optimizer=name, learning_rate=lr), dqn_atari.QNetwork(6))
     kind, settings = expected
     assert isinstance(optimizer, kind)
     for key, value in settings.items():
-        assert optimizer.param_groups[0][key] == value, key
+        assert optimizer.param_groups[0][key] == pytest.approx(value), key
+
+
+def test_nature_rmsprop_is_the_update_of_the_nature_code_on_summed_gradients():
+    """θ ← θ − lr · g / √(E[g²] − E[g]² + 0.01), with g the minibatch *sum* of the per-sample gradients."""
+    batch, lr, decay = 4, 0.1, 0.95
+    x, y = torch.randn(batch, 3), torch.randn(batch)
+    weight = torch.zeros(3, requires_grad=True)
+    optimizer = dqn_atari.NatureRMSprop([weight], lr=lr, decay=decay, eps=0.01 / batch ** 2)
+    expected, square_avg, grad_avg = torch.zeros(3), torch.zeros(3), torch.zeros(3)
+    for _ in range(3):
+        summed_gradient = ((x @ expected - y)[:, None] * x).sum(0)  # Σ_i ∂/∂w ½(x_i·w − y_i)²
+        square_avg = decay * square_avg + (1 - decay) * summed_gradient ** 2
+        grad_avg = decay * grad_avg + (1 - decay) * summed_gradient
+        expected = expected - lr * summed_gradient / torch.sqrt(square_avg - grad_avg ** 2 + 0.01)
+        loss = 0.5 * ((x @ weight - y) ** 2).mean()  # ours: the mean
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(weight.detach(), expected)
 
 
 @pytest.mark.parametrize("double_dqn", [False, True])

@@ -4,6 +4,7 @@ import gymnasium as gym
 import pytest
 import torch
 from moviepy import VideoFileClip
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from card_game_env import solve_by_dynamic_programming
 from conftest import only_run_dir, read_summary, run_script
@@ -13,8 +14,8 @@ from dqn_cartpole import QNetwork
 SUMMARY_KEYS = {"env_id", "seed", "global_step", "wall_seconds", "sps", "eval_mean_return", "eval_std_return",
                 "eval_episodes"}
 # Short runs that still take gradient steps (after 100 collected steps) and refresh the target network.
-SHORT = ["--learning-starts", "100", "--target-network-frequency", "100", "--eval-frequency", "300",
-         "--eval-episodes", "2"]
+SHORT = ["--learning-starts", "100", "--batch-size", "64", "--target-network-frequency", "100",
+         "--eval-frequency", "300", "--eval-episodes", "2"]
 
 
 def video_frames(path) -> int:
@@ -33,12 +34,13 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "600", "--capture-video",
                         "--run-root", str(tmp_path / "train"))
     assert result.returncode == 0, result.stderr
-    assert "step      300 |" in result.stdout and "SPS" in result.stdout  # progress lines
+    assert "step      300 of 600 |" in result.stdout and "SPS" in result.stdout and "ETA" in result.stdout  # progress
     run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("CartPole-v1__dqn_cartpole__1__")
     summary = read_summary(run_dir)
     assert SUMMARY_KEYS <= summary.keys()
     assert summary["global_step"] == 600 and summary["eval_episodes"] == 2
+    assert [step for step, _ in summary["eval_curve"]] == [300, 600] and summary["huber_delta"] == 1.0
     assert summary["gradient_steps"] == (600 - 100) // 2 and summary["target_updates"] == 6
     assert list(run_dir.glob("events.out.tfevents.*"))
     for policy in ["greedy", "random"]:
@@ -46,9 +48,11 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
         assert len(videos) == 1 and video_frames(videos[0]) >= 8, policy  # a whole episode, not a lone frame
 
     checkpoint = run_dir / "dqn_cartpole.pt"
-    untrained = QNetwork(4, 2, (64, 64))
-    trained = load_q_network(checkpoint)
-    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
+    torch.manual_seed(1)  # as the script does: the network it started from
+    untrained = QNetwork(4, 2, (128, 128))
+    trained = load_q_network(checkpoint).state_dict()
+    assert all(a.shape == b.shape for a, b in zip(trained.values(), untrained.state_dict().values()))
+    assert all(not torch.equal(a, b) for a, b in zip(trained.values(), untrained.state_dict().values()))
 
     result = run_script("dqn_cartpole.py", "--eval-checkpoint", str(checkpoint), "--eval-episodes", "3",
                         "--capture-video", "--run-root", str(tmp_path / "eval"))
@@ -64,7 +68,7 @@ def test_env_id_with_slash_is_flattened_in_the_run_directory(tmp_path):
     if "testns/ShortCartPole-v0" not in gym.registry:
         gym.register("testns/ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
                      max_episode_steps=20)
-    dqn_cartpole.main(dqn_cartpole.Args(env_id="testns/ShortCartPole-v0", total_timesteps=200, learning_starts=100,
+    dqn_cartpole.main(dqn_cartpole.Args(env_id="testns/ShortCartPole-v0", total_timesteps=200, learning_starts=100, batch_size=64,
                                         eval_frequency=200, eval_episodes=1, run_root=str(tmp_path)))
     run_dir = only_run_dir(tmp_path)
     assert run_dir.name.startswith("testns-ShortCartPole-v0__dqn_cartpole__1__")
@@ -100,6 +104,10 @@ def test_same_seed_twice_gives_identical_results(tmp_path):
     (["--total-timesteps", "0"], "--total-timesteps must be positive"),
     (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
     (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
+    (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (128)"),
+    (["--seed", "-3"], "--seed must be in [0,"),
+    (["--buffer-size", "100000000000", "--batch-size", "128"], "GB, but only"),
+    (["--hidden-sizes", "0"], "--hidden-sizes must be positive widths"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     result = run_script("dqn_cartpole.py", *args, "--run-root", str(tmp_path))
@@ -107,8 +115,31 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "run directory" not in result.stdout and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("anneal", [True, False])
+def test_learning_rate_decays_linearly_to_zero_only_when_annealed(tmp_path, anneal):
+    result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "3000", "--no-save-model",
+                        *([] if anneal else ["--no-anneal-lr"]), "--run-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    events = EventAccumulator(str(only_run_dir(tmp_path)))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("charts/learning_rate")]
+    expected = [(step, 1e-3 * (1 - step / 3000) if anneal else 1e-3) for step in (1000, 2000, 3000)]
+    assert [step for step, _ in logged] == [1000, 2000, 3000]
+    assert [value for _, value in logged] == pytest.approx([value for _, value in expected], abs=1e-9)
+
+
+def test_huber_delta_follows_the_largest_reward(tmp_path):
+    """The card game's busts (−21) set δ = 21: a squared loss on its returns, see the docstring."""
+    result = run_script("dqn_cartpole.py", "--env-id", "card_game_env:CardGame-v0", "--total-timesteps", "2000",
+                        "--eval-frequency", "2000", "--eval-episodes", "5", "--no-save-model", "--run-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert read_summary(only_run_dir(tmp_path))["huber_delta"] == 21.0
+
+
+@pytest.mark.slow
 def test_cartpole_learning_regression(tmp_path):
     """Seed 1 with the default arguments reaches CartPole-v1's threshold within 50k steps."""
     result = run_script("dqn_cartpole.py", "--seed", "1", "--run-root", str(tmp_path), "--no-save-model")
@@ -118,6 +149,7 @@ def test_cartpole_learning_regression(tmp_path):
     assert summary["eval_mean_return"] >= 475
 
 
+@pytest.mark.slow
 def test_card_game_learns_the_dp_policy(tmp_path):
     result = run_script("dqn_cartpole.py", "--env-id", "card_game_env:CardGame-v0", "--seed", "1",
                         "--run-root", str(tmp_path))

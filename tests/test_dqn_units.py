@@ -162,3 +162,27 @@ def test_loop_reports_termination(recorded_steps):
         assert not truncated and (action == 1 or next_obs[0] >= 21)
         assert reward == (next_obs[0] - 21 if next_obs[0] <= 21 else -21)
     assert all(s[2] == 0.0 for s in steps if not s[4])
+
+
+def test_soft_update_moves_the_target_by_tau_toward_the_online_network():
+    torch.manual_seed(0)
+    online, target = dqn_cartpole.QNetwork(3, 2, (4,)), dqn_cartpole.QNetwork(3, 2, (4,))
+    before = [p.clone() for p in target.parameters()]
+    dqn_cartpole.soft_update(target, online, tau=0.25)
+    for new, old, theta in zip(target.parameters(), before, online.parameters()):
+        torch.testing.assert_close(new, 0.25 * theta + 0.75 * old)
+    dqn_cartpole.soft_update(target, online, tau=1.0)  # τ = 1: a hard copy
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters()))
+
+
+@pytest.mark.parametrize("delta, expected", [(1.0, 5.0 - 0.5), (21.0, 0.5 * 5.0 ** 2)])
+def test_td_loss_uses_the_huber_delta_it_is_given(delta, expected):
+    """A TD error of 5: linear beyond δ = 1 (CartPole), still quadratic under δ = 21 (the card game)."""
+    q_network, target_network = dqn_cartpole.QNetwork(1, 2, (4,)), dqn_cartpole.QNetwork(1, 2, (4,))
+    with torch.no_grad():
+        for network in (q_network, target_network):
+            network.net[-1].weight.zero_()
+            network.net[-1].bias.zero_()
+    batch = [torch.zeros(1, 1), torch.tensor([0]), torch.tensor([5.0]), torch.zeros(1, 1), torch.tensor([0.9])]
+    loss, _ = dqn_cartpole.td_loss(q_network, target_network, batch, delta)
+    assert loss.item() == pytest.approx(expected)

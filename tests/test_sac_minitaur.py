@@ -78,6 +78,28 @@ def test_minitaur_randomises_the_robot_at_every_reset(minitaur):
     assert len(set(masses)) == 3 and all(0.8 * urdf_mass <= m <= 1.2 * urdf_mass for m in masses)
 
 
+def test_minitaur_returns_the_documented_types_on_every_path(minitaur):
+    """bool terminated/truncated, a float reward, float32 observations in the space: while walking, at a
+    fall, and at the time limit (other people's checkers are stricter than gymnasium's)."""
+    env, rng = minitaur.unwrapped, np.random.default_rng(0)
+    ends = set()
+    for episode in range(3):
+        obs, info = minitaur.reset(seed=episode)
+        assert obs.dtype == np.float32 and obs in minitaur.observation_space and isinstance(info, dict)
+        for step in range(1000):
+            if episode == 1 and step == 20:  # knock it over
+                on_its_side = env.bullet.getQuaternionFromEuler([math.pi / 2, 0, 0])
+                env.bullet.resetBasePositionAndOrientation(env.robot.quadruped, [0, 0, 0.3], on_its_side)
+            action = np.zeros(8, np.float32) if episode == 2 else rng.uniform(-1, 1, 8).astype(np.float32)
+            obs, reward, terminated, truncated, info = minitaur.step(action)
+            assert type(reward) is float and type(terminated) is bool and type(truncated) is bool
+            assert obs.dtype == np.float32 and obs.shape == (28,) and isinstance(info, dict)
+            if terminated or truncated:
+                ends.add("terminated" if terminated else "truncated")
+                break
+    assert ends == {"terminated", "truncated"}
+
+
 def test_minitaur_rejects_out_of_range_actions_and_renders_headless():
     env = gym.make("sac_minitaur:MinitaurBulletEnv-v0", render_mode="rgb_array")
     env.reset(seed=0)
@@ -91,10 +113,17 @@ def test_minitaur_rejects_out_of_range_actions_and_renders_headless():
 # ---------------------------------------------------------------------------------------------------
 # SAC pieces
 # ---------------------------------------------------------------------------------------------------
+CPU = torch.device("cpu")
+
+
+def identity_normalizer(obs_dim: int) -> sac_minitaur.ObservationNormalizer:
+    return sac_minitaur.ObservationNormalizer(obs_dim, enabled=False)
+
+
 def test_actor_log_prob_matches_the_squashed_gaussian_density():
     torch.manual_seed(0)
     space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
-    actor = sac_minitaur.Actor(3, space, (16,))
+    actor = sac_minitaur.Actor(3, space, (16,), identity_normalizer(3))
     obs = torch.randn(64, 3)
     torch.manual_seed(1)
     actions, log_prob = actor.sample(obs)
@@ -110,14 +139,74 @@ def test_actor_log_prob_matches_the_squashed_gaussian_density():
     assert torch.allclose(greedy, actor.center + actor.scale * torch.tanh(mean))
 
 
-def test_twin_critics_are_independent():
-    critic = sac_minitaur.TwinCritic(3, 2, (16, 16))
+def test_twin_critics_share_no_parameters_and_start_different():
+    critic = sac_minitaur.TwinCritic(3, 2, (16, 16), identity_normalizer(3))
+    q1_storage = {p.data_ptr() for p in critic.q1.parameters()}
+    q2_storage = {p.data_ptr() for p in critic.q2.parameters()}
+    assert q1_storage and q2_storage and not q1_storage & q2_storage
     q = critic(torch.randn(5, 3), torch.randn(5, 2))
     assert q.shape == (2, 5) and not torch.allclose(q[0], q[1])
+    agent = sac_minitaur.SacAgent(3, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), sac_minitaur.Args(hidden_sizes=(8,)))
+    targets = {p.data_ptr() for p in agent.target_critic.parameters()}
+    assert not targets & {p.data_ptr() for p in agent.critic.parameters()}  # a copy, not the same tensors
+
+
+def test_soft_td_target_takes_the_smaller_target_critic_and_stops_at_termination():
+    rewards, terminated = torch.tensor([1.0, 1.0, -1.0]), torch.tensor([0.0, 1.0, 0.0])
+    next_q = torch.tensor([[5.0, 5.0, -2.0],    # Q̄_1(s', ã')
+                           [3.0, 9.0, -4.0]])   # Q̄_2(s', ã')
+    next_log_prob, alpha, gamma = torch.tensor([-1.0, -1.0, 2.0]), torch.tensor(0.5), 0.9
+    target = sac_minitaur.soft_td_target(rewards, terminated, next_q, next_log_prob, alpha, gamma)
+    expected = [1.0 + 0.9 * (3.0 + 0.5), 1.0, -1.0 + 0.9 * (-4.0 - 1.0)]  # min, −α log π, no bootstrap if terminated
+    torch.testing.assert_close(target, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("entropy_vs_target, alpha_moves", [("below", "up"), ("above", "down")])
+def test_temperature_step_moves_alpha_toward_the_target_entropy(entropy_vs_target, alpha_moves):
+    target_entropy = -2.0
+    log_prob = torch.full((64,), 3.0 if entropy_vs_target == "below" else -5.0)  # entropy −log π: −3 or 5
+    log_alpha = torch.nn.Parameter(torch.tensor(math.log(0.1)))
+    optimizer = torch.optim.SGD([log_alpha], lr=0.01)
+    sac_minitaur.temperature_loss(log_alpha, log_prob, target_entropy).backward()
+    optimizer.step()
+    moved_up = log_alpha.item() > math.log(0.1)
+    assert moved_up == (alpha_moves == "up")
+
+
+def test_an_update_changes_actor_critics_targets_and_alpha_and_the_targets_follow_by_tau():
+    torch.manual_seed(0)
+    args = sac_minitaur.Args(hidden_sizes=(16,), tau=0.25)
+    agent = sac_minitaur.SacAgent(3, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), args)
+    before = {name: value.clone() for name, value in agent.state_dict().items()}
+    batch = [torch.randn(32, 3), torch.rand(32, 2) * 2 - 1, torch.randn(32), torch.randn(32, 3),
+             (torch.rand(32) < 0.2).float()]
+    losses = agent.update(*batch)
+    assert set(losses) == {"critic_loss", "actor_loss", "q_values", "alpha", "entropy"}
+    after = agent.state_dict()
+    for prefix in ["actor.net", "critic.q1", "critic.q2", "log_alpha"]:
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
+    for name, target in agent.target_critic.named_parameters():  # φ̄ ← τφ + (1 − τ)φ̄, after the critic step
+        expected = 0.25 * after[f"critic.{name}"] + 0.75 * before[f"target_critic.{name}"]
+        torch.testing.assert_close(target, expected)
+
+
+def test_running_normalizer_matches_the_statistics_of_everything_seen():
+    rng = np.random.default_rng(0)
+    normalizer = sac_minitaur.ObservationNormalizer(3, enabled=True)
+    seen = [rng.normal([5.0, -3.0, 100.0], [1.0, 0.1, 30.0], (n, 3)) for n in [1, 7, 50, 2]]
+    for batch in seen:
+        normalizer.update(batch)
+    everything = np.concatenate(seen)
+    np.testing.assert_allclose(normalizer.mean.numpy(), everything.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(normalizer.var.numpy(), everything.var(0), rtol=1e-9)
+    out = normalizer(torch.as_tensor(everything, dtype=torch.float32))
+    np.testing.assert_allclose(out.mean(0).numpy(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(0, unbiased=False).numpy(), 1.0, atol=1e-3)
+    assert torch.equal(sac_minitaur.ObservationNormalizer(3, enabled=False)(out), out)
 
 
 def test_replay_buffer_wraps_around_and_round_trips():
-    buffer = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=0, device=torch.device("cpu"))
+    buffer = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=0, device=CPU)
     for start in range(0, 8, 2):  # 8 transitions, two at a time, into 5 slots
         ids = np.arange(start, start + 2, dtype=np.float32)
         buffer.add(obs=np.stack([ids, ids], 1), actions=ids[:, None], rewards=ids, next_obs=np.stack([ids, ids], 1) + 1,
@@ -127,9 +216,57 @@ def test_replay_buffer_wraps_around_and_round_trips():
     obs, actions, rewards, next_obs, terminated = buffer.sample()
     assert torch.equal(obs[:, 0], rewards) and torch.equal(next_obs[:, 0], rewards + 1)
     assert torch.equal(terminated, rewards % 2) and torch.equal(actions[:, 0], rewards)
-    copy = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=1, device=torch.device("cpu"))
+    copy = sac_minitaur.ReplayBuffer(5, 2, 1, 4, seed=1, device=CPU)
     copy.load_state_dict(buffer.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(buffer.sample(), copy.sample()))
+
+
+class CountingEnv(gym.Env):
+    """obs = [t, episode]; terminates after 3 steps in even episodes, truncates after 4 in odd ones."""
+
+    observation_space = gym.spaces.Box(-1e6, 1e6, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, render_mode=None):
+        self.episode = -1
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episode = 0, self.episode + 1
+        return np.array([0, self.episode], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        odd = self.episode % 2 == 1
+        return (np.array([self.t, self.episode], np.float32), 1.0, not odd and self.t == 3, odd and self.t == 4, {})
+
+
+class RecordingBuffer(sac_minitaur.ReplayBuffer):
+    added: list = []
+
+    def add(self, **transitions):
+        RecordingBuffer.added.append({k: np.array(v) for k, v in transitions.items()})
+        super().add(**transitions)
+
+
+def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets(monkeypatch, tmp_path):
+    if "test/Counting-v0" not in gym.registry:
+        gym.register("test/Counting-v0", entry_point=CountingEnv)
+    RecordingBuffer.added = []
+    monkeypatch.setattr(sac_minitaur, "ReplayBuffer", RecordingBuffer)
+    args = sac_minitaur.Args(env_id="test/Counting-v0", total_timesteps=30, learning_starts=256, batch_size=256,
+                             num_envs=2, eval_frequency=10**6, save_model=False, obs_normalization="none")
+    monkeypatch.setattr(sac_minitaur, "evaluate", lambda *a, **k: np.zeros(1))
+    sac_minitaur.train(args, tmp_path, CPU)
+    ends = 0
+    for added in RecordingBuffer.added:
+        for env in range(2):
+            obs, next_obs, terminated = added["obs"][env], added["next_obs"][env], added["terminated"][env]
+            # the stored next observation always continues the same episode: one step later, never a reset
+            assert next_obs[1] == obs[1] and next_obs[0] == obs[0] + 1
+            assert terminated == (obs[1] % 2 == 0 and next_obs[0] == 3)  # a truncation is not terminal
+            ends += next_obs[0] in (3, 4) and (next_obs[0] == 3) == (obs[1] % 2 == 0)
+    assert ends >= 8
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,9 +281,9 @@ PENDULUM_SHORT = ["--env-id", "Pendulum-v1", "--learning-starts", "300", "--batc
                   "--eval-frequency", "300", "--eval-episodes", "2", "--hidden-sizes", "64", "64"]
 
 
-def test_pendulum_smoke_train_video_checkpoint_eval_and_resume(tmp_path):
+def test_pendulum_smoke_train_video_checkpoint_eval_and_resume_in_place(tmp_path):
     result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "600", "--capture-video",
-                        "--run-root", str(tmp_path / "train"))
+                        "--obs-normalization", "running", "--run-root", str(tmp_path / "train"))
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("Pendulum-v1__sac_minitaur__1__")
@@ -160,19 +297,26 @@ def test_pendulum_smoke_train_video_checkpoint_eval_and_resume(tmp_path):
         assert clip.duration * clip.fps >= 190  # one whole 200-step episode
 
     checkpoint = run_dir / "sac_minitaur.pt"
-    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "900", "--resume", str(checkpoint),
-                        "--run-root", str(tmp_path / "resumed"))
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["agent"]["normalizer.count"] == 600  # the observation statistics travel with the networks
+    result = run_script("sac_minitaur.py", "--resume", str(checkpoint), "--total-timesteps", "900")
     assert result.returncode == 0, result.stderr
     assert "resumed" in result.stdout and "at step 600 (600 transitions in replay)" in result.stdout
-    resumed = read_summary(only_run_dir(tmp_path / "resumed"))
+    resumed = read_summary(run_dir)  # the same run directory, the same summary, continued
     assert resumed["global_step"] == 900 and resumed["gradient_steps"] == 600  # learning went straight on
     assert [step for step, _ in resumed["eval_curve"]] == [300, 600, 900]
+    assert resumed["eval_curve"][:2] == summary["eval_curve"]
 
     result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--eval-checkpoint", str(checkpoint),
                         "--eval-episodes", "3", "--run-root", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     evaluated = read_summary(only_run_dir(tmp_path / "eval"))
-    assert evaluated["global_step"] == 600 and evaluated["eval_episodes"] == 3
+    assert evaluated["global_step"] == 900 and evaluated["eval_episodes"] == 3
+
+    for args, message in [(["--total-timesteps", "1200", "--gamma", "0.9"], "--gamma cannot change when resuming"),
+                          (["--total-timesteps", "900"], "already reached step 900")]:
+        result = run_script("sac_minitaur.py", "--resume", str(checkpoint), *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
@@ -185,16 +329,15 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     summary = read_summary(run_dir)
     assert summary["global_step"] == 400 and summary["gradient_steps"] == 400 - 256
     assert summary["eval_episodes"] == 1 and tuned(summary["alpha"])
-    result = run_script("sac_minitaur.py", *short, "--total-timesteps", "600", "--resume",
-                        str(run_dir / "sac_minitaur.pt"), "--run-root", str(tmp_path / "resumed"))
+    result = run_script("sac_minitaur.py", "--total-timesteps", "600", "--resume", str(run_dir / "sac_minitaur.pt"))
     assert result.returncode == 0, result.stderr
-    assert read_summary(only_run_dir(tmp_path / "resumed"))["gradient_steps"] == 600 - 256
+    assert read_summary(run_dir)["gradient_steps"] == 600 - 256
 
     result = run_script("sac_minitaur.py", "--eval-checkpoint", str(run_dir / "sac_minitaur.pt"), "--eval-episodes",
                         "2", "--capture-video", "--video-length", "30", "--run-root", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     eval_dir = only_run_dir(tmp_path / "eval")
-    assert read_summary(eval_dir)["global_step"] == 400 and read_summary(eval_dir)["eval_episodes"] == 2
+    assert read_summary(eval_dir)["global_step"] == 600 and read_summary(eval_dir)["eval_episodes"] == 2
     with VideoFileClip(str(next((eval_dir / "videos").glob("*.mp4")))) as clip:
         assert 25 <= clip.duration * clip.fps <= 31  # the first 30 frames of a greedy episode
 
@@ -205,15 +348,21 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     (["--learning-starts", "10", "--batch-size", "256"], "--learning-starts must be at least --batch-size"),
     (["--tau", "1.5"], "--tau must be in [0, 1]"),
     (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+    (["--seed", "-1"], "--seed must be in [0,"),
+    (["--checkpoint-minutes", "0"], "--checkpoint-minutes must be positive"),
+    (["--buffer-size", "100000000000"], "GB, but only"),
     (["--eval-checkpoint", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+    (["--resume", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = run_script("sac_minitaur.py", *args, "--run-root", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "run directory" not in result.stdout
     assert not any(tmp_path.iterdir())  # nothing created for a run that never started
 
 
+@pytest.mark.slow
 def test_pendulum_learns_within_15k_steps(tmp_path):
     """Learning regression (seed 1): the greedy policy reaches −250 within 15,000 steps."""
     result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--seed", "1", "--total-timesteps", "15000",
