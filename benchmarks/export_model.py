@@ -1,0 +1,42 @@
+"""A trained model for models/: the weights that play, and what rebuilds the network, from a checkpoint.
+
+    python benchmarks/export_model.py runs/<run>/dqn_atari.pt models/pong_dqn.pt
+    python benchmarks/export_model.py runs/<run>/sac_minitaur.pt models/minitaur_sac.pt
+
+A dqn_atari checkpoint keeps its Q-network (not the target network, the optimizer or the replay); a
+sac_minitaur checkpoint keeps its actor with its observation statistics (not the critics). The result
+plays with the script's --eval-checkpoint, like the checkpoint it came from.
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def export(checkpoint: dict) -> dict:
+    step = checkpoint["progress"]["global_step"]
+    if "q_network" in checkpoint:  # dqn_atari
+        return {"q_network": checkpoint["q_network"], "n_actions": checkpoint["n_actions"],
+                "env_id": checkpoint["env_id"], "global_step": step}
+    if "agent" in checkpoint:  # sac_minitaur
+        actor = {name[len("actor."):]: value for name, value in checkpoint["agent"].items() if name.startswith("actor.")}
+        return {"actor": actor, **{key: checkpoint[key] for key in
+                                   ["obs_dim", "action_dim", "hidden_sizes", "obs_normalization", "env_id"]},
+                "global_step": step}
+    raise SystemExit("error: not a dqn_atari or sac_minitaur training checkpoint")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    model = export(torch.load(args.checkpoint, map_location="cpu", weights_only=False))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, step {model['global_step']:,})")
+
+
+if __name__ == "__main__":
+    main()
