@@ -67,7 +67,7 @@ class CardGameEnv(gym.Env):
             raise ValueError(f"invalid action {action!r}: expected 0 (draw a card) or 1 (stop)")
         if action == DRAW:
             self.total += int(self.np_random.integers(1, 11))
-        terminated = action == STOP or self.total >= TARGET
+        terminated = bool(action == STOP or self.total >= TARGET)  # a Python bool, also for a numpy action
         reward = float(final_reward(self.total)) if terminated else 0.0
         return self._obs(), reward, terminated, False, {}
 

@@ -3,12 +3,14 @@
     python benchmarks/plot.py ~/runs/PongNoFrameskip-v4__dqn_atari__* --out benchmarks/pong.png
     python benchmarks/plot.py "n-step 3=runs/a*" "n-step 1=runs/b*" --out compare.png --hline 18 goal
     python benchmarks/plot.py runs/* --tag charts/episodic_return --smooth 10 --out training.png
+    python benchmarks/plot.py ~/runs/Pong* --out pong.png --table pong.md   # and the numbers behind it
 
 Each argument is a run directory, or LABEL=PATTERN for a group of them (a glob); runs without a label
 are grouped by env id and script, as their directory names give them. The curve of a run is read from
 its TensorBoard events (so a run still under way, or stopped, can be drawn), or from the `eval_curve` of
 its summary.json when it has no events. A group's mean and its min–max band are taken over the steps
-that all its runs have reached.
+that all its runs have reached. --table writes, per run, every evaluation with the mean return of the
+training episodes since the one before, and the run's length, wall-clock and steps/s.
 """
 
 from __future__ import annotations
@@ -101,6 +103,31 @@ def plot(groups: dict[str, list[Path]], tag: str, smooth: int, out: Path, title:
     print(f"wrote {out}")
 
 
+def learning_table(run_dir: Path) -> list[str]:
+    """A run's evaluations and the mean return of its training episodes between them, from its events."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    episodes = events.Scalars("charts/episodic_return") if "charts/episodic_return" in tags else []
+    lines = [f"### {run_dir.name}", "", "| step | evaluation | training episodes since the previous row: mean return |",
+             "|---:|---:|---:|"]
+    previous = 0
+    for point in events.Scalars("eval/mean_return") if "eval/mean_return" in tags else []:
+        returns = [e.value for e in episodes if previous < e.step <= point.step]
+        mean = f"{np.mean(returns):.2f} ({len(returns)} episodes)" if returns else "–"
+        lines.append(f"| {point.step:,} | {point.value:.2f} | {mean} |")
+        previous = point.step
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        lines.append(f"\n{s['global_step']:,} steps, {s['wall_seconds'] / 60:.0f} min of training "
+                     f"({s['sps']:.0f} steps/s in its last session){', stopped early' if s.get('interrupted') else ''}.")
+    elif "charts/SPS" in tags:
+        last = events.Scalars("charts/SPS")[-1]
+        lines.append(f"\nUnder way or stopped without a summary: step {last.step:,} reached.")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories, or LABEL=PATTERN groups")
@@ -110,9 +137,14 @@ def main() -> None:
     parser.add_argument("--title")
     parser.add_argument("--hline", nargs=2, action="append", default=[], metavar=("VALUE", "TEXT"),
                         help="a dashed reference line, e.g. --hline 18 goal")
+    parser.add_argument("--table", type=Path, help="also write the runs' evaluations here (Markdown)")
     args = parser.parse_args()
-    plot(groups_of(args.runs), args.tag, args.smooth, args.out, args.title,
-         [(float(value), text) for value, text in args.hline])
+    groups = groups_of(args.runs)
+    plot(groups, args.tag, args.smooth, args.out, args.title, [(float(value), text) for value, text in args.hline])
+    if args.table:
+        lines = [line for run_dirs in groups.values() for run_dir in run_dirs for line in learning_table(run_dir)]
+        args.table.write_text("\n".join(lines))
+        print(f"wrote {args.table}")
 
 
 if __name__ == "__main__":

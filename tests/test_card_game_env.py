@@ -52,6 +52,26 @@ def test_stopping_ends_the_round_with_sum_minus_21():
     assert (obs.tolist(), reward, terminated, truncated) == ([17], -4.0, True, False)
 
 
+def test_every_step_returns_the_documented_types():
+    """bool terminated/truncated, a float reward, int64 observations in the space, whatever the action's
+    type (Python int or numpy integer) and on every path: a draw, a stop, a bust."""
+    env = gym.make("card_game_env:CardGame-v0")
+    env.action_space.seed(0)
+    ends = set()
+    for episode in range(500):
+        obs, info = env.reset(seed=episode)
+        assert obs.dtype == np.int64 and obs in env.observation_space and isinstance(info, dict)
+        while True:
+            action = env.action_space.sample()  # a numpy integer
+            obs, reward, terminated, truncated, info = env.step(action if episode % 2 else int(action))
+            assert type(reward) is float and type(terminated) is bool and type(truncated) is bool
+            assert obs.dtype == np.int64 and obs in env.observation_space and isinstance(info, dict)
+            if terminated:
+                ends.add("stop" if action == STOP else "bust" if obs[0] > 21 else "21")
+                break
+    assert ends == {"stop", "bust", "21"}
+
+
 def test_invalid_action_raises_a_clear_value_error():
     env = CardGameEnv()
     env.reset(seed=0)
