@@ -670,14 +670,18 @@ def check_args(args: Args) -> None:
 
 def make_memory(args: Args) -> FrameReplayMemory:
     """The replay memory, refused up front when it would not fit in the available memory."""
-    needed = (args.buffer_size // args.num_envs) * args.num_envs * (FRAME_SHAPE[0] * FRAME_SHAPE[1] + 9)
-    available = available_memory_bytes()
+    needed, available = replay_memory_bytes(args.buffer_size, args.num_envs), available_memory_bytes()
     if needed > available:
         raise InputError(f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.2f} GB of replay memory, "
                          f"but only {available / 1e9:.2f} GB is available")
     memory = FrameReplayMemory(args.buffer_size, args.num_envs, args.seed)
     print(f"replay memory: {args.buffer_size:,} steps, {memory.nbytes / 1e9:.2f} GB", flush=True)
     return memory
+
+
+def replay_memory_bytes(buffer_size: int, num_envs: int) -> int:
+    """Bytes FrameReplayMemory allocates: one frame plus 9 bytes of bookkeeping per slot."""
+    return (buffer_size // num_envs) * num_envs * (FRAME_SHAPE[0] * FRAME_SHAPE[1] + 9)
 
 
 def available_memory_bytes() -> int:

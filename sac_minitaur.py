@@ -163,6 +163,8 @@ class Args:
     """initial temperature α (TF-Agents starts at 1; see the docstring for why 0.01 here)"""
     autotune_alpha: bool = True
     """tune α toward the target entropy −|A|; off keeps α = initial_alpha"""
+    critic_layer_norm: bool = False
+    """layer normalisation after every hidden layer of the critics"""
     obs_normalization: Literal["running", "bounds", "none"] = "bounds"
     """running: subtract the mean and divide by the std of the observations seen so far (frozen for
     evaluation); bounds: rescale finite observation bounds to [−1, 1]; none: raw observations"""
@@ -380,11 +382,11 @@ class ObservationNormalizer(nn.Module):
         return ((obs - self.mean.float()) / (self.var.float() + 1e-8).sqrt()).clamp(-10.0, 10.0)
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int], layer_norm: bool = False) -> nn.Sequential:
     layers = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])  # no activation after the output layer
+        layers += [nn.Linear(fan_in, fan_out), *([nn.LayerNorm(fan_out)] if layer_norm else []), nn.ReLU()]
+    return nn.Sequential(*layers[:-2 if layer_norm else -1])  # no normalisation or activation after the output
 
 
 class Actor(nn.Module):
@@ -422,10 +424,10 @@ class TwinCritic(nn.Module):
     """Two independent Q-networks Q_i(s, a) = MLP_i([s, a]), with their own weights and initialisation."""
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: tuple[int, ...],
-                 normalizer: ObservationNormalizer):
+                 normalizer: ObservationNormalizer, layer_norm: bool = False):
         super().__init__()
         self.normalizer = normalizer
-        self.q1, self.q2 = (mlp([obs_dim + action_dim, *hidden_sizes, 1]) for _ in range(2))
+        self.q1, self.q2 = (mlp([obs_dim + action_dim, *hidden_sizes, 1], layer_norm) for _ in range(2))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q-values of both critics, shape (2, batch)."""
@@ -511,8 +513,8 @@ class SacAgent(nn.Module):
         action_dim = action_space.shape[0]
         self.normalizer = ObservationNormalizer(obs_dim, enabled=args.obs_normalization == "running")
         self.actor = Actor(obs_dim, action_space, args.hidden_sizes, self.normalizer)
-        self.critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer)
-        self.target_critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer)
+        self.critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer, args.critic_layer_norm)
+        self.target_critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer, args.critic_layer_norm)
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(args.initial_alpha)))
