@@ -649,6 +649,8 @@ def check_args(args: Args) -> None:
     for name in positive:
         if getattr(args, name) <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # ALE seeds are 32-bit, evaluation adds an offset
+        raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
     if args.learning_rate is not None and args.learning_rate <= 0:
         raise InputError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update

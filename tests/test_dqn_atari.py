@@ -218,6 +218,8 @@ def test_protocols_of_the_two_id_families():
     (["--buffer-size", "100000000000"], "GB of replay memory, but only"),
     (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
     (["--n-step", "0"], "--n-step must be positive"),
+    (["--seed", "-1"], "--seed must be in [0,"),
+    (["--seed", "4294967296"], "--seed must be in [0,"),
     (["--checkpoint-minutes", "0"], "--checkpoint-minutes must be positive"),
     (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (32)"),
     (["--eval-epsilon", "1.5"], "--eval-epsilon must be in [0, 1]"),
