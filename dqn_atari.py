@@ -68,7 +68,7 @@ Usage:
     python dqn_atari.py --env-id ALE/Pong-v5
     python dqn_atari.py --env-id PongNoFrameskip-v4 --total-timesteps 1000000 --buffer-size 100000 \\
         --learning-starts 20000                                      # the 1M-step recipe (README)
-    python dqn_atari.py --eval-checkpoint models/pong.pt --env-id PongNoFrameskip-v4 --capture-video
+    python dqn_atari.py --eval-checkpoint models/pong_dqn.pt --env-id PongNoFrameskip-v4 --capture-video
     python dqn_atari.py --resume runs/.../dqn_atari.pt             # continue a stopped run in place
 """
 

@@ -79,7 +79,7 @@ Usage:
     python sac_minitaur.py                                         # Minitaur, 100k steps
     python sac_minitaur.py --env-id Pendulum-v1 --total-timesteps 15000 --learning-starts 1000
     python sac_minitaur.py --num-envs 2 --total-timesteps 1000000
-    python sac_minitaur.py --eval-checkpoint models/minitaur.pt --capture-video
+    python sac_minitaur.py --eval-checkpoint models/minitaur_sac.pt --capture-video
     python sac_minitaur.py --resume runs/.../sac_minitaur.pt --total-timesteps 1000000
 """
 
