@@ -65,15 +65,15 @@ How the TF-Agents SAC tutorial (Minitaur) maps onto this file:
 Hyperparameters follow the TF-Agents SAC tutorial and the SAC paper: Adam 3e-4 for actor, critics and α,
 batch 256, 256×256 networks, γ = 0.99, τ = 0.005, one update per environment step, 10,000 initial random
 steps, target entropy −|A|; the replay keeps 1M transitions (the tutorial: 10,000). Two choices are ours,
-for the Minitaur, both measured (README, Results):
+for the Minitaur:
   - α starts at 0.01 rather than 1. The rewards are tiny (about 0.001–0.01 per step): at α = 1 the entropy
     bonus outweighs them a thousandfold until tuning has lowered α, some 20,000 updates later. Tuning
     still raises α where an env needs it, as on Pendulum.
   - Observations are normalised by their running mean and standard deviation (`--obs-normalization
     running`, clipped to ±10, the statistics frozen for evaluation and saved with the networks). The
-    observation bounds are no scale: the motor velocities are bounded by ±168 but are mostly within ±35,
+    observation bounds are no scale: the motor velocities are bounded by ±168 but 99 % of them lie within ±35,
     so rescaling the bounds to [−1, 1] (`bounds`) squeezes them to a few hundredths and leaves the angles
-    off-centre; with it the Minitaur learnt markedly less.
+    off-centre; with it the Minitaur learnt markedly less (README, Results).
 
 Usage:
     python sac_minitaur.py                                         # Minitaur, 100k steps
