@@ -10,7 +10,8 @@ are grouped by env id and script, as their directory names give them. The curve 
 its TensorBoard events (so a run still under way, or stopped, can be drawn), or from the `eval_curve` of
 its summary.json when it has no events. A group's mean and its min–max band are taken over the steps
 that all its runs have reached. --table writes, per run, every evaluation with the mean return of the
-training episodes since the one before, and the run's length, wall-clock and steps/s.
+training episodes since the one before, the mean of its last three evaluations, and the run's length,
+wall-clock and steps/s.
 """
 
 from __future__ import annotations
@@ -112,11 +113,14 @@ def learning_table(run_dir: Path) -> list[str]:
     lines = [f"### {run_dir.name}", "", "| step | evaluation | training episodes since the previous row: mean return |",
              "|---:|---:|---:|"]
     previous = 0
-    for point in events.Scalars("eval/mean_return") if "eval/mean_return" in tags else []:
+    evaluations = events.Scalars("eval/mean_return") if "eval/mean_return" in tags else []
+    for point in evaluations:
         returns = [e.value for e in episodes if previous < e.step <= point.step]
         mean = f"{np.mean(returns):.2f} ({len(returns)} episodes)" if returns else "–"
         lines.append(f"| {point.step:,} | {point.value:.2f} | {mean} |")
         previous = point.step
+    if len(evaluations) >= 3:  # one lucky evaluation does not make a result
+        lines.append(f"\nMean of the last three evaluations: {np.mean([p.value for p in evaluations[-3:]]):.2f}.")
     summary = run_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
