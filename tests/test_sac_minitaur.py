@@ -402,4 +402,4 @@ def test_the_committed_minitaur_model_walks(tmp_path):
     result = run_script("sac_minitaur.py", "--eval-checkpoint", str(ROOT / "models" / "minitaur_sac.pt"),
                         "--eval-episodes", "2", "--run-root", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr
-    assert read_summary(only_run_dir(tmp_path))["eval_mean_return"] >= 5  # it averages 15.7 over 10 episodes; standing still scores about 0
+    assert read_summary(only_run_dir(tmp_path))["eval_mean_return"] >= 5  # it averages 24.7 over 10 episodes; standing still scores about 0
