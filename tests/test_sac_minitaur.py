@@ -385,14 +385,14 @@ def test_without_pybullet_the_minitaur_says_how_to_get_it_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_pendulum_learns_within_15k_steps(tmp_path):
-    """Learning regression (seed 1): the greedy policy reaches −250 within 15,000 steps."""
-    result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--seed", "1", "--total-timesteps", "15000",
-                        "--learning-starts", "1000", "--eval-frequency", "2500", "--eval-episodes", "10",
+def test_pendulum_learns_within_5k_steps(tmp_path):
+    """Learning regression (seed 1): the greedy policy reaches −250 within 5,000 steps."""
+    result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--seed", "1", "--total-timesteps", "5000",
+                        "--learning-starts", "1000", "--eval-frequency", "1000", "--eval-episodes", "10",
                         "--no-save-model", "--run-root", str(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr
     curve = read_summary(only_run_dir(tmp_path))["eval_curve"]
-    assert curve[0][1] < -600, curve  # the untrained policy is bad: the test can fail
+    assert curve[0][1] < -600, curve  # at step 1,000, before the first update, it is bad: the test can fail
     assert max(mean for _, mean in curve) >= -250, curve
 
 
