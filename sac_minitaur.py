@@ -68,7 +68,8 @@ transitions (the tutorial: 10,000) — except three that come from rl-baselines3
 pybullet's locomotion envs (HalfCheetahBulletEnv-v0 and the others): Adam 7.3e-4 for actor, critics and α
 (tutorial and paper: 3e-4), γ = 0.98 (0.99) and τ = 0.02 (0.005). Measured on the Minitaur, 300,000 steps,
 seeds 1–3, the mean of each seed's last three evaluations: 19.8, 6.7 and 0.3 with the paper's three; 11.2,
-5.3 and 13.9 with the zoo's (README, Results). Two more choices are ours:
+5.3 and 13.9 with the zoo's; seed 3 continued to 1M steps evaluates at 17.5 (README, Results). Two more
+choices are ours:
   - α starts at 0.01 rather than 1. The rewards are tiny (about 0.001–0.01 per step): at α = 1 the entropy
     bonus outweighs them a thousandfold until tuning has lowered α, some 20,000 updates later. Tuning
     still raises α where an env needs it, as on Pendulum.
