@@ -46,7 +46,7 @@ and ε = 0.05 for evaluation are Nature's; Adam with lr 1e-4 (CleanRL's dqn_atar
 of the run and learning from step 80,000 are CleanRL's; n = 3 is Rainbow's; Double DQN is van Hasselt et
 al.'s. `--optimizer rmsprop` is Nature's centered RMSProp (lr 2.5e-4, decay 0.95, 0.01 inside the square
 root). For a 1M-step run, README gives the recipe that wins at Pong (a smaller memory, earlier learning,
-twice the gradient steps).
+a gradient step every step: four times Nature's).
 
 How the TF-Agents DQN tutorial on Atari (River Raid) maps onto this file:
 
@@ -68,7 +68,7 @@ How the TF-Agents DQN tutorial on Atari (River Raid) maps onto this file:
 Usage:
     python dqn_atari.py --env-id ALE/Pong-v5
     python dqn_atari.py --env-id PongNoFrameskip-v4 --total-timesteps 1000000 --buffer-size 100000 \\
-        --learning-starts 20000 --train-frequency 2                  # the 1M-step recipe (README)
+        --learning-starts 20000 --train-frequency 1                  # the 1M-step recipe (README)
     python dqn_atari.py --eval-checkpoint models/pong_dqn.pt --env-id PongNoFrameskip-v4 --capture-video
     python dqn_atari.py --resume runs/.../dqn_atari.pt             # continue a stopped run in place
 """
