@@ -165,7 +165,8 @@ class Args:
     resume: str | None = None
     """continue the run saved in this checkpoint, in its run directory, with its saved arguments"""
     save_buffer: bool = False
-    """save the replay memory with each checkpoint (up to 7 GB), so that --resume need not refill it"""
+    """save the replay memory with each checkpoint, so that --resume need not refill it (compressed: the 0.71 GB
+    of a 100,000-step memory take 5 MB on disk for Pong, 24 MB for River Raid)"""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -728,7 +729,7 @@ def save_checkpoint(args: Args, run_dir: Path, learner: tuple, session_start: fl
     path = run_dir / f"{SCRIPT}.pt"
     train_seconds = progress.train_seconds + time.perf_counter() - session_start
     if args.save_buffer:  # first, so that a checkpoint never points at an older memory than its own
-        write_atomically(path.with_suffix(".memory.npz"), lambda f: np.savez(
+        write_atomically(path.with_suffix(".memory.npz"), lambda f: np.savez_compressed(
             f, step=progress.global_step, **{name: getattr(memory, name) for name in memory.COLUMNS}))
     write_atomically(path, lambda f: torch.save({
         "q_network": q_network.state_dict(), "target_network": target_network.state_dict(),

@@ -42,6 +42,7 @@ def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     assert summary["eval_episodes"] == 1 and -21 <= summary["eval_mean_return"] <= 21
     assert summary["eval_curve"] == [[400, summary["eval_mean_return"]]]
     assert summary["replay_memory_bytes"] == 2000 * (84 * 84 + 9)
+    assert (run_dir / "dqn_atari.memory.npz").stat().st_size < summary["replay_memory_bytes"] / 10  # compressed
     assert scalar_steps(run_dir, "eval/mean_return") == [400]
     for name in ["step-000000400.mp4", "random-agent.mp4"]:  # the real screen in colour, scaled 3×
         with VideoFileClip(str(run_dir / "videos" / name)) as clip:
