@@ -470,6 +470,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     memory.start_games(observations)
     lives, scores, lengths = info["lives"].copy(), np.zeros(num_envs), np.zeros(num_envs, np.int64)
     start_time = last_save = time.perf_counter()
+    last_report = (start_step, start_time)  # the progress line's rate is the recent one: see below
     while progress.global_step < args.total_timesteps and not STOP:
         global_step = progress.global_step
         epsilon = linear_schedule(args.start_e, args.end_e, progress.exploration_steps, global_step)
@@ -509,8 +510,12 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
         observations = next_observations
 
         if crossed(global_step, num_envs, 10_000):
-            sps = (global_step - start_step) / (time.perf_counter() - start_time)
-            writer.add_scalar("charts/SPS", sps, global_step)
+            # steps/s since the previous line, not since the start: the ε-random steps before learning
+            # starts run many times faster and would make the ETA of a long run hours too short
+            now = time.perf_counter()
+            sps = (global_step - last_report[0]) / (now - last_report[1])
+            last_report = (global_step, now)
+            writer.add_scalar("charts/SPS", (global_step - start_step) / (now - start_time), global_step)
             writer.add_scalar("charts/epsilon", epsilon, global_step)
             recent = f"{np.mean(recent_scores):7.1f}" if recent_scores else "      –"
             print(f"step {global_step:>10,} of {args.total_timesteps:,} | last 10 games {recent} | "

@@ -599,6 +599,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     eval_returns = np.zeros(0)
     obs, _ = envs.reset(seed=args.seed + start_step)  # a resumed run starts new episodes
     start_time = last_save = time.perf_counter()
+    last_report = (start_step, start_time)  # the progress line's rate is the recent one: see below
     while progress.global_step < args.total_timesteps and not STOP:
         agent.normalizer.update(obs)
         if progress.global_step < args.learning_starts:
@@ -643,7 +644,11 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
                 eval_returns = returns_now
                 progress.eval_curve.append([global_step, float(eval_returns.mean())])
                 writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
-                sps = (global_step - start_step) / (time.perf_counter() - start_time)
+                # steps/s since the previous line, not since the start: the random steps before learning
+                # starts run many times faster and would make the ETA too short
+                now = time.perf_counter()
+                sps = (global_step - last_report[0]) / (now - last_report[1])
+                last_report = (global_step, now)
                 recent = f"{np.mean(recent_returns):8.2f}" if recent_returns else "       –"
                 print(f"step {global_step:>9,} of {args.total_timesteps:,} | last 10 episodes {recent} | greedy eval "
                       f"{eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | α {agent.log_alpha.exp().item():.4f} | "
