@@ -1,71 +1,65 @@
 """DQN for small discrete-action environments (default: CartPole-v1), in one file.
 
-Deep Q-Network (Mnih et al., 2015) learns an action-value function Q(s, a; θ) with a neural network
-and acts greedily with respect to it. It regresses Q(s_t, a_t; θ) toward a TD target computed with a
-separate *target network* θ⁻, on transitions sampled uniformly from an *experience replay* buffer D:
+Deep Q-Network (Mnih et al., 2015) learns an action-value function Q(s, a; θ) with a neural network and
+acts greedily with respect to it. It regresses Q(s_t, a_t; θ) toward a TD target computed with a separate
+*target network* θ⁻, on transitions sampled uniformly from an *experience replay* buffer D:
 
     y_t  = Σ_{k=0}^{n-1} γ^k r_{t+k}  +  γ^n · (1 − terminated) · max_a' Q(s_{t+n}, a'; θ⁻)
     L(θ) = E_{(s_t, a_t, y_t) ~ D} [ Huber_δ(y_t − Q(s_t, a_t; θ)) ]
 
-With n = 1 this is the classic one-step target r + γ max_a' Q(s', a'; θ⁻). We use n = 5 (TF-Agents'
-`n_step_update`): rewards then travel n steps per update, so CartPole's credit for staying centred
-reaches the Q-values several times faster. The target network follows the online one slowly,
-θ⁻ ← τθ + (1 − τ)θ⁻ (τ = 0.01 every 2 steps), which holds the regression target nearly fixed.
+n = 1 is the classic target r + γ max_a' Q(s', a'; θ⁻); with n = 5 (TF-Agents' `n_step_update`) rewards
+travel n steps per update, so CartPole's credit for staying centred reaches the Q-values several times
+faster. Why the two tricks: function approximation, bootstrapping and off-policy learning together (the
+"deadly triad") can diverge. A target network that follows the online one slowly, θ⁻ ← τθ + (1 − τ)θ⁻
+(τ = 0.01 every 2 steps), stops the regression target from chasing every gradient step; replay breaks the
+correlation between consecutive transitions and reuses each one many times.
 
-Why both tricks: DQN combines the "deadly triad" of function approximation, bootstrapping (the target
-contains Q itself) and off-policy learning, which can diverge. A slowly moving target stops the
-regression target from chasing every gradient step, and replay breaks the correlation between
-consecutive transitions while reusing each one many times.
+The Huber loss is squared for TD errors up to δ and linear beyond, so that a rare huge error cannot jolt
+the network; beyond δ it estimates something closer to a median than a mean, so δ follows the largest
+|reward| seen (at least 1): δ = 1 for CartPole, 21 for the card game, whose optimal policy needs the *mean*
+of its all-or-nothing returns. Only `terminated` (the pole fell) stops the bootstrap: `truncated` (a time
+limit) is not a property of the state, so the target bootstraps from the true last observation. ε decays
+linearly from `start_e` to `end_e` over `exploration_fraction` of the run, the learning rate linearly to 0
+so that the final policy settles; evaluation is greedy, on a separate environment.
 
-The Huber loss is squared for TD errors up to δ and linear beyond, so that a rare huge error cannot
-jolt the network. Beyond δ it estimates something closer to a median than a mean, though, so δ must
-match the size of the rewards: we set δ to the largest |reward| seen so far (at least 1). CartPole
-gets the classic δ = 1; the card game (rewards down to −21) gets δ = 21, a plain squared loss on its
-all-or-nothing returns, whose *mean* is what the optimal policy needs.
+Defaults: Adam's learning rate 1e-3 and 10 evaluation episodes are the TF-Agents DQN tutorial's; a batch
+of 128, γ = 0.99 and ε from 1 to 0.05 are CleanRL's dqn.py; n = 5, the soft target update, the 128×128
+network and the other numbers were chosen by sweeps on CartPole (benchmarks/sweep.py).
 
-Only `terminated` (the MDP really ended: the pole fell) stops the bootstrap. `truncated` (a time limit
-such as CartPole's 500 steps) is not a property of the state, so the target still bootstraps from the
-true last observation, which gymnasium returns from `step` before we reset.
-
-Collection uses ε-greedy exploration with ε annealed linearly from `start_e` to `end_e` over
-`exploration_fraction` of the run, and the learning rate decays linearly to 0 so that the final
-policy settles; evaluation is purely greedy on a separate environment.
-
-How the TF-Agents DQN tutorial maps onto this file:
-
-    TF-Agents                          this file
+    TF-Agents DQN tutorial             this file
     ---------------------------------  --------------------------------------------------------------
     suite_gym.load / TFPyEnvironment   make_env() (gymnasium env + episode statistics, videos)
     TimeStep (step_type, reward, obs)  the (obs, reward, terminated, truncated, info) tuple of env.step
     QNetwork(fc_layer_params)          QNetwork(hidden_sizes)
-    DqnAgent (td_errors_loss_fn,       the update block in train(): td_target, huber_loss, Adam, and the
-      target_update_tau/period)          soft target update every target_network_frequency steps
-    agent.policy (greedy)              greedy_action(): argmax_a Q(s, a)
-    agent.collect_policy (ε-greedy)    the ε-greedy branch in train() with linear_schedule()
-    RandomTFPolicy                     env.action_space.sample(), for warm-up and the random-agent video
+    DqnAgent (td_errors_loss_fn,       td_loss() (Huber), Adam, soft_update() every
+      target_update_tau/period)          target_network_frequency steps
+    agent.policy / collect_policy      greedy_action() / ε-greedy with linear_schedule() in train()
+    RandomTFPolicy                     env.action_space.sample()
     Reverb replay buffer + dataset     ReplayBuffer (numpy ring buffer of n-step transitions)
-    PyDriver (collect steps)           the `for global_step in ...` loop in train()
-    compute_avg_return                 evaluate()
+    PyDriver, compute_avg_return       the loop of train(), evaluate()
+    Checkpointer / PolicySaver         save_checkpoint(TrainState), --resume / --eval-checkpoint
 
 Usage:
     python dqn_cartpole.py                                        # CartPole-v1, 50k steps
     python dqn_cartpole.py --env-id card_game_env:CardGame-v0     # our own environment
-    python dqn_cartpole.py --eval-checkpoint runs/.../dqn_cartpole.pt --capture-video
+    python dqn_cartpole.py --resume runs/<run>/dqn_cartpole.pt --total-timesteps 100000   # go on longer
+    python dqn_cartpole.py --eval-checkpoint runs/<run>/dqn_cartpole.pt --capture-video
     tensorboard --logdir runs
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import random
 import signal
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -77,37 +71,16 @@ from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = Path(__file__).stem
 EVAL_SEED_OFFSET = 10_000  # evaluation envs get seed + this: never the training env's episodes
+LOG_EVERY = 100  # gradient steps between two TensorBoard points of the losses
+PROGRESS_EVERY = 2_000  # environment steps between two progress lines
 
 
 @dataclass
 class Args:
     env_id: str = "CartPole-v1"
     """gymnasium id of an env with a Discrete action space and a flat Box observation"""
-    seed: int = 1
-    """seed of torch, numpy, the environments and the action space"""
-    total_timesteps: int = 50_000
-    """number of environment steps to train for"""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the network runs; auto picks cuda when available"""
-    capture_video: bool = False
-    """record mp4s of the final greedy agent and of a random agent to the run's videos/"""
-    save_model: bool = True
-    """write the checkpoint to the run directory"""
-    eval_checkpoint: str | None = None
-    """path of a saved checkpoint to evaluate (greedily, on --env-id) instead of training"""
-    eval_episodes: int = 10
-    """number of greedy episodes per evaluation"""
-    eval_frequency: int = 5_000
-    """evaluate the greedy policy every this many environment steps (and at the end)"""
-    run_root: str = "runs"
-    """folder under which the run directory is created"""
-    num_threads: int = 1
-    """torch CPU threads; one is fastest for networks this small"""
-
     learning_rate: float = 1e-3
-    """initial Adam learning rate"""
-    anneal_lr: bool = True
-    """decay the learning rate linearly to 0 over the run, so that the final policy settles"""
+    """Adam's learning rate at the start; it decays linearly to 0 over the run"""
     buffer_size: int = 50_000
     """replay buffer capacity in transitions"""
     batch_size: int = 128
@@ -133,42 +106,57 @@ class Args:
     exploration_fraction: float = 0.2
     """fraction of total_timesteps over which ε decays linearly from start_e to end_e"""
 
+    seed: int = 1
+    """seed of torch, the environments and the action space"""
+    total_timesteps: int = 50_000
+    """number of environment steps to train for (ε's and the learning rate's schedules span them)"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the network runs; auto picks cuda when available"""
+    num_threads: int = 1
+    """torch CPU threads; one is fastest for networks this small"""
+    capture_video: bool = False
+    """record mp4s of the final greedy agent and of a random agent to the run's videos/"""
+    save_model: bool = True
+    """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
+    eval_checkpoint: str | None = None
+    """path of a saved checkpoint to evaluate (greedily, on --env-id) instead of training"""
+    eval_episodes: int = 10
+    """number of greedy episodes per evaluation"""
+    eval_frequency: int = 5_000
+    """evaluate the greedy policy every this many environment steps (and at the end)"""
+    resume: str | None = None
+    """checkpoint of a run to continue in its own directory, with its own flags"""
+    run_root: str = "runs"
+    """folder under which the run directory is created"""
+
 
 # ---------------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------------
-def make_env(env_id: str, seed: int, video_folder: Path | None = None) -> gym.Env:
+def make_env(env_id: str, video_folder: Path | None = None) -> gym.Env:
     """An env that reports episode statistics, optionally recording its first episode.
 
-    Its first `reset(seed=...)` seeds it; it is left to the caller so that a recorded episode 0 is a
-    real episode rather than a reset that nothing follows."""
+    Seeding (its first `reset(seed=...)` and its action space) is left to the caller, so that a recorded
+    episode 0 is a real episode rather than a reset that nothing follows."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     except (gym.error.Error, ModuleNotFoundError, AttributeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     if video_folder is not None:
-        if "rgb_array" not in env.metadata.get("render_modes", []):
-            raise InputError(f"--capture-video needs rgb_array rendering, which '{env_id}' does not offer")
         env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
                                        disable_logger=True)
-    env = gym.wrappers.RecordEpisodeStatistics(env)
-    env.action_space.seed(seed)
-    return env
+    return gym.wrappers.RecordEpisodeStatistics(env)
 
 
-def check_spaces(env: gym.Env, env_id: str) -> tuple[int, int]:
+def check_env(env: gym.Env, args: Args) -> tuple[int, int]:
     """DQN needs a finite action set and a flat vector observation: return (obs_dim, n_actions)."""
     if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise InputError(f"{SCRIPT} needs a Discrete action space, but '{env_id}' has {env.action_space}")
+        raise InputError(f"{SCRIPT} needs a Discrete action space, but '{args.env_id}' has {env.action_space}")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise InputError(f"{SCRIPT} needs a flat Box observation, but '{env_id}' has {env.observation_space}")
+        raise InputError(f"{SCRIPT} needs a flat Box observation, but '{args.env_id}' has {env.observation_space}")
+    if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):
+        raise InputError(f"--capture-video needs rgb_array rendering, which '{args.env_id}' does not offer")
     return env.observation_space.shape[0], int(env.action_space.n)
-
-
-def solved_threshold(env: gym.Env) -> float:
-    """The env's registered reward threshold (CartPole-v1: 475), or +inf where it has none."""
-    threshold = env.spec.reward_threshold if env.spec else None
-    return float("inf") if threshold is None else threshold
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,6 +178,21 @@ class QNetwork(nn.Module):
         return self.net(obs)
 
 
+def load_q_network(weights: dict) -> QNetwork:
+    """The QNetwork whose layer sizes fit `weights` (a saved state_dict), with them loaded."""
+    shapes = [w.shape for name, w in weights.items() if name.endswith("weight")]  # (out, in) of each layer
+    q_network = QNetwork(shapes[0][1], shapes[-1][0], tuple(out for out, _ in shapes[:-1]))
+    q_network.load_state_dict(weights)
+    return q_network
+
+
+def greedy_action(q_network: QNetwork, obs, device: torch.device) -> int:
+    """The evaluation policy (TF-Agents' agent.policy): argmax_a Q(obs, a)."""
+    with torch.no_grad():
+        q_values = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
+    return int(q_values.argmax())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Replay buffer
 # ---------------------------------------------------------------------------------------------------
@@ -201,14 +204,12 @@ class ReplayBuffer:
     the episode ends, the pending steps are written with the rewards that remain and the episode's true
     last observation; `discount` is 0 after a termination (no bootstrap) and γ^k after a truncation.
     The TD target is then simply R + discount · max_a' Q(next_obs, a'; θ⁻).
-
-    Storage and the sampled batch are preallocated: `sample` gathers into the same arrays every time,
-    and the torch tensors it returns share their memory, so a gradient step allocates nothing here.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, batch_size: int, n_step: int, gamma: float, seed: int,
-                 device: torch.device):
-        self.capacity, self.batch_size, self.n_step, self.gamma, self.device = capacity, batch_size, n_step, gamma, device
+    COLUMNS = ("obs", "actions", "returns", "next_obs", "discounts")
+
+    def __init__(self, capacity: int, obs_dim: int, n_step: int, gamma: float, seed: int):
+        self.capacity, self.n_step, self.gamma = capacity, n_step, gamma
         self.obs = np.zeros((capacity, obs_dim), np.float32)
         self.actions = np.zeros(capacity, np.int64)
         self.returns = np.zeros(capacity, np.float32)
@@ -217,11 +218,6 @@ class ReplayBuffer:
         self.position, self.size = 0, 0
         self.pending: deque[tuple[np.ndarray, int, float]] = deque()  # steps whose n-step return is not known yet
         self.rng = np.random.default_rng(seed)
-        self._batch = [np.zeros((batch_size,) + a.shape[1:], a.dtype) for a in self._columns()]
-        self._batch_tensors = [torch.from_numpy(b) for b in self._batch]
-
-    def _columns(self) -> list[np.ndarray]:
-        return [self.obs, self.actions, self.returns, self.next_obs, self.discounts]
 
     def add(self, obs, action: int, reward: float, next_obs, terminated: bool, truncated: bool) -> None:
         """Record one environment step; `next_obs` is the true next observation, also after a truncation."""
@@ -242,16 +238,27 @@ class ReplayBuffer:
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self) -> list[torch.Tensor]:
-        """(obs, actions, returns, next_obs, discounts) tensors of batch_size transitions."""
-        index = self.rng.integers(0, self.size, self.batch_size)
-        for column, out in zip(self._columns(), self._batch):
-            np.take(column, index, axis=0, out=out)
-        return [t.to(self.device, non_blocking=True) for t in self._batch_tensors]
+    def sample(self, batch_size: int) -> list[np.ndarray]:
+        """(obs, actions, returns, next_obs, discounts) of batch_size transitions: new arrays, the caller's."""
+        index = self.rng.integers(0, self.size, batch_size)
+        return [getattr(self, name)[index] for name in self.COLUMNS]
+
+    def state_dict(self) -> dict:
+        """The stored transitions (as tensors: a checkpoint then loads with torch.load's weights_only) and
+        the sampling generator. The steps of an unfinished episode are not kept: a resumed run starts a new one."""
+        return {"position": self.position, "size": self.size, "rng": self.rng.bit_generator.state,
+                **{name: torch.from_numpy(getattr(self, name)[:self.size]) for name in self.COLUMNS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position, self.size = state["position"], state["size"]
+        self.rng.bit_generator.state = state["rng"]
+        self.pending.clear()
+        for name in self.COLUMNS:
+            getattr(self, name)[:self.size] = state[name].numpy()
 
 
 # ---------------------------------------------------------------------------------------------------
-# Update: the TD loss and the target network
+# Loss / update
 # ---------------------------------------------------------------------------------------------------
 def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
             huber_delta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,142 +274,143 @@ def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Ten
 def soft_update(target_network: QNetwork, q_network: QNetwork, tau: float) -> None:
     """θ⁻ ← τθ + (1 − τ)θ⁻ (τ = 1: a hard copy)."""
     with torch.no_grad():
-        for target_param, param in zip(target_network.parameters(), q_network.parameters()):
+        for target_param, param in zip(target_network.parameters(), q_network.parameters(), strict=True):
             target_param.lerp_(param, tau)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Exploration schedule and policies
-# ---------------------------------------------------------------------------------------------------
-def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
-    """Linear interpolation from start (t = 0) to end (t >= duration)."""
-    return start + (end - start) * min(t / duration, 1.0)
-
-
-def greedy_action(q_network: QNetwork, obs, device: torch.device) -> int:
-    """The evaluation policy (TF-Agents' agent.policy): argmax_a Q(obs, a)."""
-    with torch.no_grad():
-        q_values = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
-    return int(q_values.argmax())
 
 
 # ---------------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------------
-def train(args: Args, run_dir: Path, device: torch.device) -> dict:
-    env = make_env(args.env_id, args.seed)
-    obs_dim, n_actions = check_spaces(env, args.env_id)
-    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
+    args: Args
+    q_network: QNetwork
+    target_network: QNetwork
+    optimizer: torch.optim.Optimizer
+    buffer: ReplayBuffer
+    rng: np.random.Generator  # ε-greedy's coin
+    huber_delta: float = 1.0  # the largest |reward| seen (at least 1), see the docstring
+    global_step: int = 0
+    gradient_steps: int = 0
+    eval_curve: list = field(default_factory=list)  # [[step, mean eval return], ...]
+    train_seconds: float = 0.0  # up to the last checkpoint, over all sessions of the run
 
+
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    """Linear interpolation from start (t = 0) to end (t >= duration)."""
+    return start + (end - start) * min(t / duration, 1.0)
+
+
+def train(args: Args, device: torch.device) -> tuple[Path, dict]:
+    env, eval_env = make_env(args.env_id), make_env(args.env_id)
+    obs_dim, n_actions = check_env(env, args)
     q_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
-    # fused Adam updates all parameters in one kernel
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)
-    buffer = make_buffer(args, obs_dim, device)
-    explore_rng = np.random.default_rng(args.seed)
-    huber_delta = 1.0  # the largest |reward| seen (at least 1), see the docstring
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel for all
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, args.n_step, args.gamma, args.seed)
+    state = TrainState(args, q_network, target_network, optimizer, buffer, rng=np.random.default_rng(args.seed))
+    if args.resume:
+        restore(state, load_checkpoint(args.resume))
+    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
+    print(f"run directory: {run_dir}  (device: {device}{', resumed' if args.resume else ''})", flush=True)
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
+    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
     exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
-    print(f"run directory: {run_dir}  (device: {device})", flush=True)  # the run is under way from here
+    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
+    recent_returns, eval_returns = deque(maxlen=10), np.zeros(0)
+    obs, _ = env.reset(seed=args.seed + start_step)  # a resumed run starts a new episode
+    env.action_space.seed(args.seed + start_step)
 
-    writer = SummaryWriter(str(run_dir))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-        f"|{k}|{v}|" for k, v in asdict(args).items()))
-    greedy = lambda o: greedy_action(q_network, o, device)  # noqa: E731
-    eval_returns, eval_curve, first_solved_step, episodic_return = np.zeros(0), [], None, float("nan")
-    global_step, gradient_steps, target_updates = 0, 0, 0
-    start_time = time.perf_counter()
-
-    obs, _ = env.reset(seed=args.seed)
-    for global_step in range(1, args.total_timesteps + 1):
-        # Collect one step with the ε-greedy collect policy.
+    for global_step in range(start_step + 1, args.total_timesteps + 1):
+        state.global_step = global_step
+        # Act: ε-greedy (TF-Agents' collect_policy).
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
-        if explore_rng.random() < epsilon:
+        if state.rng.random() < epsilon:
             action = int(env.action_space.sample())
         else:
-            action = greedy(obs)
+            action = greedy_action(q_network, obs, device)
+
+        # Step the environment.
         next_obs, reward, terminated, truncated, info = env.step(action)
-        huber_delta = max(huber_delta, abs(float(reward)))
+
+        # Store the step; the replay buffer turns it into an n-step transition.
+        state.huber_delta = max(state.huber_delta, abs(float(reward)))
         buffer.add(obs, action, reward, next_obs, terminated, truncated)
         obs = next_obs
         if terminated or truncated:
-            episodic_return = float(info["episode"]["r"])
-            writer.add_scalar("charts/episodic_return", episodic_return, global_step)
-            writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
+            recent_returns.append(float(info["episode"]["r"]))
+            log(writer, global_step, {"charts/episodic_return": info["episode"]["r"],
+                                      "charts/episodic_length": info["episode"]["l"]})
             obs, _ = env.reset()
 
-        # Learn from a replayed batch.
+        # Learn: one gradient step on a replayed batch, the learning rate decaying linearly to 0.
         if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = linear_schedule(args.learning_rate, 0.0, args.total_timesteps,
-                                                                  global_step)
-            loss, q_taken = td_loss(q_network, target_network, buffer.sample(), huber_delta)
+            optimizer.param_groups[0]["lr"] = linear_schedule(args.learning_rate, 0.0, args.total_timesteps,
+                                                              global_step)
+            batch = [torch.as_tensor(column, device=device) for column in buffer.sample(args.batch_size)]
+            loss, q_taken = td_loss(q_network, target_network, batch, state.huber_delta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            gradient_steps += 1
-            if global_step % 1_000 == 0:
-                writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                writer.add_scalar("losses/q_values", q_taken.mean().item(), global_step)
-                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-                writer.add_scalar("charts/SPS", global_step / (time.perf_counter() - start_time), global_step)
+            state.gradient_steps += 1
+            if state.gradient_steps % LOG_EVERY == 0:
+                log(writer, global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
+                                          "charts/learning_rate": optimizer.param_groups[0]["lr"]})
 
+        # Update the target network: θ⁻ follows θ slowly.
         if global_step % args.target_network_frequency == 0:
             soft_update(target_network, q_network, args.tau)
-            target_updates += 1
 
+        if global_step % PROGRESS_EVERY == 0:
+            progress.report(writer, global_step, recent_returns, state.eval_curve, epsilon)
         if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-            eval_returns = evaluate(eval_env, greedy, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
-            eval_curve.append([global_step, float(eval_returns.mean())])
-            writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
-            if first_solved_step is None and eval_returns.mean() >= solved_threshold(env):
-                first_solved_step = global_step
-            sps = global_step / (time.perf_counter() - start_time)
-            print(f"step {global_step:>8,} of {args.total_timesteps:,} | episodic return {episodic_return:8.2f} | "
-                  f"greedy eval {eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | ε {epsilon:.3f} | "
-                  f"SPS {sps:,.0f} | ETA {format_duration((args.total_timesteps - global_step) / sps)}", flush=True)
+            eval_returns = evaluate(eval_env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+            state.eval_curve.append([global_step, float(eval_returns.mean())])
+            log(writer, global_step, {"eval/mean_return": eval_returns.mean()})
+            print(f"step {global_step:,} | greedy eval {eval_returns.mean():.2f} ± {eval_returns.std():.2f} "
+                  f"over {args.eval_episodes} episodes", flush=True)
+            state.train_seconds = progress.train_seconds()
+            save_checkpoint(state, run_dir)
         if STOP:
-            print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {global_step:,}: "
-                  f"saving what was learned", flush=True)
             break
 
-    train_seconds = time.perf_counter() - start_time
-    if args.save_model:
-        write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save({
-            "q_network": q_network.state_dict(), "obs_dim": obs_dim, "n_actions": n_actions,
-            "hidden_sizes": list(args.hidden_sizes), "env_id": args.env_id, "global_step": global_step,
-            "args": asdict(args)}, f))
+    session_seconds = time.perf_counter() - progress.session_start
+    state.train_seconds = progress.train_seconds()
+    if STOP:
+        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
+              f"saving what was learned", flush=True)
+    save_checkpoint(state, run_dir)
     if args.capture_video and not STOP:
         record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
     writer.close()
     env.close()
     eval_env.close()
-    return {"global_step": global_step, "sps": global_step / train_seconds, "eval_returns": eval_returns,
-            "eval_curve": eval_curve, "first_solved_step": first_solved_step, "gradient_steps": gradient_steps,
-            "target_updates": target_updates, "huber_delta": huber_delta, "interrupted": bool(STOP)}
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as h:mm:ss, for the ETA."""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
+                     "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
 
 
 # ---------------------------------------------------------------------------------------------------
 # Evaluation and video
 # ---------------------------------------------------------------------------------------------------
-def evaluate(env: gym.Env, policy: Callable[[np.ndarray], int], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted return of `episodes` whole episodes of `policy` on `env` (compute_avg_return).
+def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int, device: torch.device) -> np.ndarray:
+    """Undiscounted return of `episodes` whole episodes (compute_avg_return) of the greedy policy of
+    q_network, or of a random policy when it is None.
 
     Seeding the first reset makes every evaluation start from the same initial states, so that
     evaluations during training are comparable with each other."""
+    env.action_space.seed(seed)
     returns = np.zeros(episodes)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         done = False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            action = int(env.action_space.sample()) if q_network is None else greedy_action(q_network, obs, device)
+            obs, reward, terminated, truncated, _ = env.step(action)
             returns[episode] += reward
             done = terminated or truncated
     return returns
@@ -410,46 +418,68 @@ def evaluate(env: gym.Env, policy: Callable[[np.ndarray], int], episodes: int, s
 
 def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, device: torch.device) -> None:
     """One mp4 of the greedy agent and one of a random agent, the tutorial's before/after comparison."""
-    for name in ["greedy", "random"]:
-        env = make_env(env_id, seed, video_folder=run_dir / "videos" / name)
-        policy = (lambda obs: greedy_action(q_network, obs, device)) if name == "greedy" \
-            else (lambda obs: int(env.action_space.sample()))
-        evaluate(env, policy, episodes=1, seed=seed)
+    for name, policy_network in [("greedy", q_network), ("random", None)]:
+        env = make_env(env_id, video_folder=run_dir / "videos" / name)
+        evaluate(env, policy_network, 1, seed, device)
         env.close()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Evaluate a saved checkpoint
-# ---------------------------------------------------------------------------------------------------
-def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict:
+def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
+    """--eval-checkpoint: greedy episodes of a saved Q-network (a checkpoint or a model file) on --env-id."""
+    start = time.perf_counter()
+    checkpoint = load_checkpoint(args.eval_checkpoint)
+    env = make_env(args.env_id)
+    obs_dim, n_actions = check_env(env, args)
     try:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device)
-        state = checkpoint["q_network"]
-    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
-        raise InputError(f"cannot load checkpoint '{args.eval_checkpoint}': {type(e).__name__}: {e}") from None
-    env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
-    obs_dim, n_actions = check_spaces(env, args.env_id)
-    if (obs_dim, n_actions) != (checkpoint["obs_dim"], checkpoint["n_actions"]):
-        raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}' (obs {checkpoint['obs_dim']}, "
-                         f"{checkpoint['n_actions']} actions); '{args.env_id}' has obs {obs_dim}, {n_actions} actions")
-    q_network = QNetwork(obs_dim, n_actions, tuple(checkpoint["hidden_sizes"])).to(device)
-    q_network.load_state_dict(state)
-    returns = evaluate(env, lambda o: greedy_action(q_network, o, device), args.eval_episodes,
-                       args.seed + EVAL_SEED_OFFSET)
+        q_network = load_q_network(checkpoint["q_network"]).to(device)
+    except (RuntimeError, IndexError, AttributeError, ValueError):  # not the state_dict of a QNetwork
+        raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} Q-network") from None
+    if (q_network.net[0].in_features, q_network.net[-1].out_features) != (obs_dim, n_actions):
+        raise InputError(f"the Q-network in '{args.eval_checkpoint}' does not fit '{args.env_id}' "
+                         f"(obs {obs_dim}, {n_actions} actions)")
+    run_dir = make_run_dir(args)
+    returns = evaluate(env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
     print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
           f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")
     if args.capture_video:
         record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
-    return {"global_step": checkpoint["global_step"], "sps": 0.0, "eval_returns": returns,
-            "eval_curve": [[checkpoint["global_step"], float(returns.mean())]], "eval_checkpoint": args.eval_checkpoint}
+    step = checkpoint["global_step"]
+    return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
+                     "wall_seconds": time.perf_counter() - start, "eval_curve": [[step, float(returns.mean())]],
+                     "eval_returns": returns, "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------
-# Plumbing: input checks, stopping, saving, run directory, summary
+# main()
 # ---------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    check_args(args)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    run_dir, result = evaluate_checkpoint(args, device) if args.eval_checkpoint else train(args, device)
+    eval_returns = result.pop("eval_returns")
+    summary = {"env_id": args.env_id, "seed": args.seed, **result,
+               # None when stopped before the first evaluation
+               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
+               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
+               "eval_episodes": len(eval_returns)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary: {json.dumps(summary)}")
+
+
+# ===================================================================================================
+# Plumbing: input checks, stop signals, checkpoints and resume, run directory, progress line.
+# Nothing below is reinforcement learning: a first reading can stop here.
+# ===================================================================================================
 class InputError(Exception):
     """Bad user input: reported as one line and a non-zero exit, without a traceback."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def check_args(args: Args) -> None:
@@ -457,42 +487,25 @@ def check_args(args: Args) -> None:
                 "train_frequency", "target_network_frequency", "n_step", "num_threads", "learning_rate"]
     for name in positive:
         if getattr(args, name) <= 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     if args.batch_size > args.buffer_size:
         raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
     if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
         raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
                          f"got {args.learning_starts}")
-    if not 0 <= args.seed < 2**32 - EVAL_SEED_OFFSET:
-        raise InputError(f"--seed must be in [0, {2**32 - EVAL_SEED_OFFSET}), got {args.seed}")
+    if not 0 <= args.seed < 2**31:  # seed + EVAL_SEED_OFFSET, and seed + the step a run resumes at, stay 32-bit
+        raise InputError(f"--seed must be in [0, {2**31}), got {args.seed}")
     for name in ["gamma", "start_e", "end_e", "tau"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+            raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
     if not 0.0 < args.exploration_fraction <= 1.0:
         raise InputError(f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
         raise InputError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA device is available")
-
-
-def make_buffer(args: Args, obs_dim: int, device: torch.device) -> ReplayBuffer:
-    """The replay buffer, refused up front when it would not fit in the available memory."""
-    needed = args.buffer_size * (2 * obs_dim + 4) * 4
-    available = available_memory_bytes()
-    if needed > available:
-        raise InputError(f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.2f} GB, but only "
-                         f"{available / 1e9:.2f} GB is available")
-    return ReplayBuffer(args.buffer_size, obs_dim, args.batch_size, args.n_step, args.gamma, args.seed, device)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else free pages."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if args.resume and args.eval_checkpoint:
+        raise InputError("--resume and --eval-checkpoint cannot be used together")
 
 
 class StopRequest:
@@ -517,10 +530,51 @@ class StopRequest:
 STOP = StopRequest()
 
 
+def save_checkpoint(state: TrainState, run_dir: Path) -> None:
+    """Every field of the state (networks, optimizer, replay buffer, generators, counters) and torch's
+    generator, in <run_dir>/<script>.pt, written atomically; nothing with --no-save-model."""
+    if not state.args.save_model:
+        return
+    checkpoint = {"torch_rng": torch.get_rng_state()}
+    for name in (f.name for f in fields(state)):
+        value = getattr(state, name)
+        if hasattr(value, "state_dict"):
+            value = value.state_dict()
+        elif isinstance(value, np.random.Generator):
+            value = value.bit_generator.state
+        elif isinstance(value, Args):
+            value = asdict(value)
+        checkpoint[name] = value
+    write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint (or a model file: a `q_network` and a `global_step`) of this script, on the CPU."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
+    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
+        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
+    if not isinstance(checkpoint, dict) or not {"q_network", "global_step"} <= checkpoint.keys():
+        raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
+    return checkpoint
+
+
+def restore(state: TrainState, checkpoint: dict) -> None:
+    """The inverse of save_checkpoint (the arguments excepted: parse_args took them from the checkpoint)."""
+    for name in (f.name for f in fields(state) if f.name != "args"):
+        value = getattr(state, name)
+        if hasattr(value, "load_state_dict"):
+            value.load_state_dict(checkpoint[name])
+        elif isinstance(value, np.random.Generator):
+            value.bit_generator.state = checkpoint[name]
+        else:
+            setattr(state, name, checkpoint[name])
+    torch.set_rng_state(checkpoint["torch_rng"])
+
+
 def write_atomically(path: Path, write) -> None:
     """write(file) into a temporary file beside path, then rename it over path: a kill during the write
     leaves the previous file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
     with open(temporary, "wb") as f:
         write(f)
@@ -529,34 +583,87 @@ def write_atomically(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-def main(args: Args) -> None:
-    check_args(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    run_dir = Path(args.run_root) / f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
+# flags that change nothing learnt: a resumed run may give them other values than the saved ones
+SAFE_TO_CHANGE_ON_RESUME = {"total_timesteps", "device", "num_threads", "capture_video", "save_model",
+                            "eval_episodes", "eval_frequency", "run_root", "resume"}
 
-    start = time.perf_counter()
-    result = evaluate_checkpoint(args, run_dir, device) if args.eval_checkpoint else train(args, run_dir, device)
-    eval_returns = result.pop("eval_returns")
-    summary = {"env_id": args.env_id, "seed": args.seed, **result,
-               "wall_seconds": time.perf_counter() - start,
-               # None when interrupted before the first evaluation
-               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
-               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
-               "eval_episodes": len(eval_returns)}
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no empty run directory behind
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"summary: {json.dumps(summary)}")
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line; with --resume, the checkpoint's saved arguments are the defaults, and only the
+    flags above may differ from them."""
+    args = tyro.cli(Args, args=argv)
+    if not args.resume or args.eval_checkpoint:  # check_args refuses both together
+        return args
+    checkpoint = load_checkpoint(args.resume)
+    if "optimizer" not in checkpoint:
+        raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
+    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    args = tyro.cli(Args, args=argv, default=saved)
+    safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
+    for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
+        if getattr(args, name) != getattr(saved, name):
+            raise InputError(f"{flag(name)} cannot change when resuming (the run was saved with "
+                             f"{getattr(saved, name)!r}); only {safe} can")
+    if args.total_timesteps <= checkpoint["global_step"]:
+        raise InputError(f"the run in {args.resume} already reached step {checkpoint['global_step']:,}: "
+                         f"give a larger --total-timesteps to continue it")
+    return args
+
+
+def make_run_dir(args: Args) -> Path:
+    """A new directory {run_root}/{env_id}__{script}__{seed}__{unix time}, made atomically: a run started in
+    the same second as another gets -2 (-3, ...) appended, so two runs never share a directory."""
+    name = f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
+    for attempt in itertools.count(1):
+        run_dir = Path(args.run_root) / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+
+
+class ProgressLine:
+    """The progress line,
+    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | ε 0.010 | 58 steps/s | ETA 0:51:40`.
+    Steps/s (also to TensorBoard, with ε) and the ETA come from the steps since the previous line, not since
+    the start, which the fast steps before learning starts would skew. Also counts the training seconds."""
+
+    def __init__(self, total_steps: int, state: TrainState):
+        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
+        self.session_start = time.perf_counter()
+        self.last = (state.global_step, self.session_start)
+
+    def train_seconds(self) -> float:
+        """Over all sessions of the run."""
+        return self.earlier_seconds + time.perf_counter() - self.session_start
+
+    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list, epsilon: float) -> None:
+        now = time.perf_counter()
+        sps = (step - self.last[0]) / (now - self.last[1])
+        self.last = (step, now)
+        recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
+        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
+        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
+              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}",
+              flush=True)
+        log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as h:mm:ss, for the ETA."""
+    return str(timedelta(seconds=int(seconds)))
 
 
 if __name__ == "__main__":
     STOP.install()
     try:
-        main(tyro.cli(Args))
+        main(parse_args())
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

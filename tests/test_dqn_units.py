@@ -1,4 +1,5 @@
-"""Unit tests of dqn_cartpole's hard parts: the replay buffer, the ε schedule, terminated vs truncated."""
+"""Unit tests of dqn_cartpole's hard parts: the replay buffer, the ε schedule, terminated vs truncated,
+the loss and the target update, checkpoints."""
 
 import gymnasium as gym
 import numpy as np
@@ -6,14 +7,14 @@ import pytest
 import torch
 
 import dqn_cartpole
-from dqn_cartpole import Args, ReplayBuffer, linear_schedule
+from dqn_cartpole import Args, QNetwork, ReplayBuffer, linear_schedule
 
 CPU = torch.device("cpu")
 GAMMA = 0.9
 
 
-def make_buffer(capacity: int, batch_size: int = 8, n_step: int = 1) -> ReplayBuffer:
-    return ReplayBuffer(capacity, obs_dim=2, batch_size=batch_size, n_step=n_step, gamma=GAMMA, seed=0, device=CPU)
+def make_buffer(capacity: int, n_step: int = 1) -> ReplayBuffer:
+    return ReplayBuffer(capacity, obs_dim=2, n_step=n_step, gamma=GAMMA, seed=0)
 
 
 def stored(buffer: ReplayBuffer) -> list[tuple]:
@@ -31,26 +32,25 @@ def play(buffer: ReplayBuffer, rewards: list[float], end: str, first_obs: int = 
                    terminated=last and end == "terminated", truncated=last and end == "truncated")
 
 
-def filled_buffer(capacity: int, n: int, batch_size: int = 8) -> ReplayBuffer:
+def filled_buffer(capacity: int, n: int) -> ReplayBuffer:
     """One-step transitions: transition i has obs (i, -i), action i % 3, reward i, next_obs (i+1, -i-1),
     and ends a terminated episode when i % 5 == 4."""
-    buffer = make_buffer(capacity, batch_size)
+    buffer = make_buffer(capacity)
     for i in range(n):
         buffer.add(np.array([i, -i]), i % 3, float(i), np.array([i + 1, -i - 1]), i % 5 == 4, False)
     return buffer
 
 
 def test_sample_shapes_and_dtypes():
-    obs, actions, returns, next_obs, discounts = filled_buffer(100, 20, batch_size=8).sample()
-    assert obs.shape == next_obs.shape == (8, 2) and obs.dtype == next_obs.dtype == torch.float32
-    assert actions.shape == (8,) and actions.dtype == torch.int64
+    obs, actions, returns, next_obs, discounts = filled_buffer(100, 20).sample(8)
+    assert obs.shape == next_obs.shape == (8, 2) and obs.dtype == next_obs.dtype == np.float32
+    assert actions.shape == (8,) and actions.dtype == np.int64
     assert returns.shape == discounts.shape == (8,)
-    assert returns.dtype == discounts.dtype == torch.float32
+    assert returns.dtype == discounts.dtype == np.float32
 
 
 def test_sampled_transitions_are_whole_stored_transitions():
-    buffer = filled_buffer(100, 20, batch_size=256)
-    obs, actions, returns, next_obs, discounts = (t.numpy().copy() for t in buffer.sample())
+    obs, actions, returns, next_obs, discounts = filled_buffer(100, 20).sample(256)
     i = obs[:, 0].astype(int)
     assert set(i) <= set(range(20)) and len(set(i)) > 10
     np.testing.assert_array_equal(obs[:, 1], -i)
@@ -60,23 +60,45 @@ def test_sampled_transitions_are_whole_stored_transitions():
     np.testing.assert_allclose(discounts, np.where(i % 5 == 4, 0.0, GAMMA))
 
 
+def test_a_sampled_batch_is_the_callers_and_no_later_sample_or_add_changes_it():
+    buffer = filled_buffer(10, 10)
+    batch = buffer.sample(64)
+    kept = [column.copy() for column in batch]
+    buffer.sample(64)
+    for i in range(10, 30):  # overwrites every stored transition
+        buffer.add(np.array([i, -i]), 0, float(i), np.array([i + 1, -i - 1]), False, False)
+    buffer.sample(64)
+    for column, copy in zip(batch, kept, strict=True):
+        np.testing.assert_array_equal(column, copy)
+
+
 def test_wrap_around_keeps_only_the_newest_capacity_transitions():
-    buffer = filled_buffer(capacity=10, n=25, batch_size=512)
+    buffer = filled_buffer(capacity=10, n=25)
     assert buffer.size == 10 and buffer.position == 5
     assert [t[0] for t in stored(buffer)] == list(range(15, 25))
-    assert set(buffer.sample()[0][:, 0].int().tolist()) == set(range(15, 25))
+    assert set(buffer.sample(512)[0][:, 0].astype(int)) == set(range(15, 25))
 
 
 def test_sampling_only_reads_filled_slots():
-    buffer = filled_buffer(capacity=1000, n=3, batch_size=64)
-    assert set(buffer.sample()[0][:, 0].int().tolist()) <= {0, 1, 2}
+    buffer = filled_buffer(capacity=1000, n=3)
+    assert set(buffer.sample(64)[0][:, 0].astype(int)) <= {0, 1, 2}
 
 
 def test_same_seed_same_batches():
     a, b = filled_buffer(50, 50), filled_buffer(50, 50)
     for _ in range(3):
-        for x, y in zip(a.sample(), b.sample()):
-            assert torch.equal(x, y)
+        for x, y in zip(a.sample(8), b.sample(8), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_buffer_state_dict_round_trip_continues_the_same_samples():
+    a = filled_buffer(capacity=10, n=25)
+    a.sample(8)
+    b = make_buffer(10)
+    b.load_state_dict(a.state_dict())
+    assert stored(b) == stored(a) and (b.position, b.size) == (a.position, a.size)
+    for x, y in zip(a.sample(8), b.sample(8), strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_one_step_terminated_stops_the_bootstrap_and_truncated_does_not():
@@ -115,27 +137,24 @@ def test_linear_schedule(t, expected):
     assert linear_schedule(1.0, 0.05, 100, t) == pytest.approx(expected)
 
 
-class RecordingBuffer(ReplayBuffer):
-    """Keeps a copy of every environment step the training loop hands to the buffer."""
-
-    steps: list = []
-
-    def add(self, obs, action, reward, next_obs, terminated, truncated):
-        RecordingBuffer.steps.append((np.array(obs, np.float32), action, reward, np.array(next_obs, np.float32),
-                                      terminated, truncated))
-        super().add(obs, action, reward, next_obs, terminated, truncated)
-
-
 @pytest.fixture
 def recorded_steps(monkeypatch, tmp_path):
     """Run the real training loop for a few hundred steps and return what it handed to the buffer."""
+    steps = []
+
+    class RecordingBuffer(ReplayBuffer):
+        def add(self, obs, action, reward, next_obs, terminated, truncated):
+            steps.append((np.array(obs, np.float32), action, reward, np.array(next_obs, np.float32),
+                          terminated, truncated))
+            super().add(obs, action, reward, next_obs, terminated, truncated)
+
     def run(env_id: str) -> list:
-        RecordingBuffer.steps = []
+        steps.clear()
         monkeypatch.setattr(dqn_cartpole, "ReplayBuffer", RecordingBuffer)
-        args = Args(env_id=env_id, total_timesteps=300, learning_starts=50, eval_frequency=300, eval_episodes=1,
-                    save_model=False)
-        dqn_cartpole.train(args, tmp_path, CPU)
-        return RecordingBuffer.steps
+        args = Args(env_id=env_id, total_timesteps=300, learning_starts=128, eval_frequency=300, eval_episodes=1,
+                    save_model=False, run_root=str(tmp_path))
+        dqn_cartpole.train(args, CPU)
+        return steps
     return run
 
 
@@ -158,7 +177,7 @@ def test_loop_reports_termination(recorded_steps):
     steps = recorded_steps("card_game_env:CardGame-v0")
     ends = [s for s in steps if s[4]]
     assert ends, "no round ended"
-    for obs, action, reward, next_obs, terminated, truncated in ends:
+    for _, action, reward, next_obs, _, truncated in ends:
         assert not truncated and (action == 1 or next_obs[0] >= 21)
         assert reward == (next_obs[0] - 21 if next_obs[0] <= 21 else -21)
     assert all(s[2] == 0.0 for s in steps if not s[4])
@@ -169,10 +188,10 @@ def test_soft_update_moves_the_target_by_tau_toward_the_online_network():
     online, target = dqn_cartpole.QNetwork(3, 2, (4,)), dqn_cartpole.QNetwork(3, 2, (4,))
     before = [p.clone() for p in target.parameters()]
     dqn_cartpole.soft_update(target, online, tau=0.25)
-    for new, old, theta in zip(target.parameters(), before, online.parameters()):
+    for new, old, theta in zip(target.parameters(), before, online.parameters(), strict=True):
         torch.testing.assert_close(new, 0.25 * theta + 0.75 * old)
     dqn_cartpole.soft_update(target, online, tau=1.0)  # τ = 1: a hard copy
-    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("delta, expected", [(1.0, 5.0 - 0.5), (21.0, 0.5 * 5.0 ** 2)])
@@ -186,3 +205,60 @@ def test_td_loss_uses_the_huber_delta_it_is_given(delta, expected):
     batch = [torch.zeros(1, 1), torch.tensor([0]), torch.tensor([5.0]), torch.zeros(1, 1), torch.tensor([0.9])]
     loss, _ = dqn_cartpole.td_loss(q_network, target_network, batch, delta)
     assert loss.item() == pytest.approx(expected)
+
+
+def assert_same(a, b, where: str = "checkpoint") -> None:
+    """Equal nested dicts/lists of tensors, arrays and plain values."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{k}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def fresh_state(args: Args) -> dqn_cartpole.TrainState:
+    """A TrainState as train() builds it before its first step."""
+    q_network, target_network = QNetwork(1, 2, args.hidden_sizes), QNetwork(1, 2, args.hidden_sizes)
+    return dqn_cartpole.TrainState(args, q_network, target_network,
+                                   torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True),
+                                   ReplayBuffer(args.buffer_size, 1, args.n_step, args.gamma, args.seed),
+                                   np.random.default_rng(args.seed))
+
+
+def test_a_checkpoint_restores_every_part_of_the_state(tmp_path):
+    """Train on the card game (δ grows to 21), then restore its checkpoint into a fresh state and save
+    that again: the two checkpoints are the same, field by field (networks, Adam's moments, the replay
+    buffer and its generator, ε's generator, δ, the counters, the evaluation curve)."""
+    args = Args(env_id="card_game_env:CardGame-v0", total_timesteps=600, learning_starts=128, eval_frequency=300,
+                eval_episodes=2, run_root=str(tmp_path / "run"))
+    run_dir, _ = dqn_cartpole.train(args, CPU)
+    saved = dqn_cartpole.load_checkpoint(str(run_dir / "dqn_cartpole.pt"))
+    assert saved["huber_delta"] == 21.0 and saved["global_step"] == 600 and saved["buffer"]["size"] > 500
+    assert [step for step, _ in saved["eval_curve"]] == [300, 600] and saved["gradient_steps"] == (600 - 128) // 2
+
+    state = fresh_state(args)
+    dqn_cartpole.restore(state, saved)
+    assert state.huber_delta == 21.0 and state.global_step == 600
+    (tmp_path / "again").mkdir()
+    dqn_cartpole.save_checkpoint(state, tmp_path / "again")
+    assert_same(saved, dqn_cartpole.load_checkpoint(str(tmp_path / "again" / "dqn_cartpole.pt")))
+
+
+def test_two_runs_started_in_the_same_second_get_two_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(dqn_cartpole.time, "time", lambda: 1_700_000_000.5)
+    args = Args(run_root=str(tmp_path / "runs"))
+    made = [dqn_cartpole.make_run_dir(args) for _ in range(3)]
+    assert [d.name for d in made] == ["CartPole-v1__dqn_cartpole__1__1700000000",
+                                      "CartPole-v1__dqn_cartpole__1__1700000000-2",
+                                      "CartPole-v1__dqn_cartpole__1__1700000000-3"]
+    assert all(d.is_dir() for d in made)
