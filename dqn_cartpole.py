@@ -24,7 +24,7 @@ so that the final policy settles; evaluation is greedy, on a separate environmen
 
 Defaults: Adam's learning rate 1e-3 and 10 evaluation episodes are the TF-Agents DQN tutorial's; a batch
 of 128, γ = 0.99 and ε from 1 to 0.05 are CleanRL's dqn.py; n = 5, the soft target update, the 128×128
-network and the other numbers were chosen by sweeps on CartPole (benchmarks/sweep.py).
+network and the other numbers were chosen by sweeps on CartPole.
 
     TF-Agents DQN tutorial             this file
     ---------------------------------  --------------------------------------------------------------
