@@ -78,8 +78,8 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
 
 
 def test_a_model_file_of_only_the_weights_is_evaluated(tmp_path):
-    """--eval-checkpoint also takes a file holding just a Q-network's weights and its step, in the format
-    earlier versions of the script saved."""
+    """--eval-checkpoint also takes a model file: a Q-network's weights and its step, with any other keys
+    (the layer sizes come from the weights)."""
     torch.manual_seed(0)
     q_network = QNetwork(4, 2, (16, 8))
     path = tmp_path / "model.pt"
