@@ -171,4 +171,19 @@ def test_one_million_transitions_fit_in_7_2_gb():
     assert replay_memory_bytes(1_000_000, 1) <= 7.2e9
     assert replay_memory_bytes(1_000_000, 4) <= 7.2e9
     small = FrameReplayMemory(1_000, 2, seed=0)
-    assert small.nbytes == replay_memory_bytes(1_000, 2)
+    assert sum(getattr(small, name).nbytes for name in small.COLUMNS[:-2]) == replay_memory_bytes(1_000, 2)
+
+
+def test_a_sampled_batch_belongs_to_the_caller():
+    """The next sample() never changes a batch already handed out (no views of reused buffers)."""
+    env = SyntheticAtari(2, seed=0)
+    memory = FrameReplayMemory(100, 2, seed=0)
+    memory.start_games(env.stacks)
+    for _ in range(60):
+        next_obs, rewards, terminated, truncated, life_lost, final = env.step()
+        memory.add(np.zeros(2, np.int64), rewards, terminated | life_lost, next_obs, final, terminated | truncated)
+    first = memory.sample(32, 3, GAMMA)
+    kept = [column.copy() for column in first]
+    memory.sample(32, 3, GAMMA)
+    for column, copy in zip(first, kept, strict=True):
+        np.testing.assert_array_equal(column, copy)
