@@ -1,7 +1,7 @@
 """A trained model for models/: the weights that play, and what rebuilds the network, from a checkpoint.
 
-    python benchmarks/export_model.py runs/<run>/dqn_atari.pt models/pong_dqn.pt
-    python benchmarks/export_model.py runs/<run>/sac_minitaur.pt models/minitaur_sac.pt
+    python -m benchmarks.tools.export_model runs/<run>/dqn_atari.pt models/pong_dqn.pt
+    python -m benchmarks.tools.export_model runs/<run>/sac_minitaur.pt models/minitaur_sac.pt
 
 A dqn_atari checkpoint keeps its Q-network (not the target network, the optimizer or the replay); a
 sac_minitaur checkpoint keeps its actor with its observation statistics (not the critics). The result

@@ -1,9 +1,9 @@
 """Learning curves as PNG from run directories: every seed, their mean and their spread.
 
-    python benchmarks/plot.py ~/runs/PongNoFrameskip-v4__dqn_atari__* --out benchmarks/pong.png
-    python benchmarks/plot.py "n-step 3=runs/a*" "n-step 1=runs/b*" --out compare.png --hline 18 goal
-    python benchmarks/plot.py runs/* --tag charts/episodic_return --smooth 10 --out training.png
-    python benchmarks/plot.py ~/runs/Pong* --out pong.png --table pong.md   # and the numbers behind it
+    python -m benchmarks.tools.plot ~/runs/PongNoFrameskip-v4__dqn_atari__* --out benchmarks/pong.png
+    python -m benchmarks.tools.plot "n-step 3=runs/a*" "n-step 1=runs/b*" --out compare.png --hline 18 goal
+    python -m benchmarks.tools.plot runs/* --tag charts/episodic_return --smooth 10 --out training.png
+    python -m benchmarks.tools.plot ~/runs/Pong* --out pong.png --table pong.md   # and the numbers behind it
 
 Each argument is a run directory, or LABEL=PATTERN for a group of them (a glob); runs without a label
 are grouped by env id and script, as their directory names give them. The curve of a run is read from
@@ -74,7 +74,8 @@ def smoothed(values: np.ndarray, window: int) -> np.ndarray:
 def plot(groups: dict[str, list[Path]], tag: str, smooth: int, out: Path, title: str | None,
          hlines: list[tuple[float, str]]) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
-    for color, (label, run_dirs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items()):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for color, (label, run_dirs) in zip(colors, groups.items(), strict=False):  # more groups than colours: fewer
         curves = [run_curve(run_dir, tag) for run_dir in run_dirs]
         curves = [(steps, smoothed(values, smooth)) for steps, values in curves if len(steps)]
         for steps, values in curves:
@@ -124,8 +125,9 @@ def learning_table(run_dir: Path) -> list[str]:
     summary = run_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
+        stopped = ", stopped early" if s.get("interrupted") else ""
         lines.append(f"\n{s['global_step']:,} steps, {s['wall_seconds'] / 60:.0f} min of training "
-                     f"({s['sps']:.0f} steps/s in its last session){', stopped early' if s.get('interrupted') else ''}.")
+                     f"({s['sps']:.0f} steps/s in its last session){stopped}.")
     elif "charts/SPS" in tags:
         last = events.Scalars("charts/SPS")[-1]
         lines.append(f"\nUnder way or stopped without a summary: step {last.step:,} reached.")

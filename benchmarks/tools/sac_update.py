@@ -1,7 +1,7 @@
 """Milliseconds per SAC gradient step (critics, actor, α, targets) on the CPU: eager vs torch.compile.
 
-    python benchmarks/sac_update.py                 # the Minitaur's shapes: 28 observations, 8 actions
-    python benchmarks/sac_update.py --threads 2 --steps 500
+    python -m benchmarks.tools.sac_update                 # the Minitaur's shapes: 28 observations, 8 actions
+    python -m benchmarks.tools.sac_update --threads 2 --steps 500
 
 The update is sac_minitaur.SacAgent.update on a fixed random batch of the default size, so only the
 arithmetic is timed (no env, no replay sampling). torch.compile gets the whole update, optimizer steps
@@ -9,16 +9,13 @@ included; its compile time is reported apart and not counted in the per-step fig
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import sac_minitaur  # noqa: E402
+import sac_minitaur
 
 
 def milliseconds_per_step(update, batch: list[torch.Tensor], steps: int) -> float:

@@ -1,8 +1,8 @@
 """Steps per second of a script while it learns, one run at a time (nothing else may share the machine).
 
-    python benchmarks/speed.py dqn_atari.py --repeat 3 --from-step 10000 -- --env-id PongNoFrameskip-v4 \\
+    python -m benchmarks.tools.speed dqn_atari.py --repeat 3 --from-step 10000 -- --env-id PongNoFrameskip-v4 \\
         --total-timesteps 30000 --learning-starts 5000 --buffer-size 100000
-    python benchmarks/speed.py sac_minitaur.py --grid num-threads=1,2 --grid num-envs=1,2 --from-step 7000 \\
+    python -m benchmarks.tools.speed sac_minitaur.py --grid num-threads=1,2 --grid num-envs=1,2 --from-step 7000 \\
         -- --total-timesteps 15000 --learning-starts 5000 --eval-frequency 1000000 --eval-episodes 1
 
 The rate is measured between the first progress point at or after --from-step (set it past learning
@@ -23,11 +23,10 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, report  # noqa: E402
-from sweep import parse_grid, setting_name  # noqa: E402
+from benchmarks.tools.common import machine, report
+from benchmarks.tools.sweep import parse_grid, setting_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def learning_speed(script: str, args: list[str], from_step: int) -> tuple[float, float]:

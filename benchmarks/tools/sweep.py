@@ -1,9 +1,9 @@
 """Sweeps on Ray: every (seed, setting) of a script as its own process, then one table and the curves.
 
-    python benchmarks/sweep.py dqn_cartpole.py --seeds 1-10 --name cartpole
-    python benchmarks/sweep.py dqn_cartpole.py --seeds 1-3 --grid n-step=1,5 --grid tau=0.01,1.0
-    python benchmarks/sweep.py sac_minitaur.py --seeds 1-3 --name minitaur -- --total-timesteps 300000
-    python benchmarks/sweep.py dqn_atari.py --seeds 1-4 --gpus-per-run 0.25 --address auto -- --env-id ...
+    python -m benchmarks.tools.sweep dqn_cartpole.py --seeds 1-10 --name cartpole
+    python -m benchmarks.tools.sweep dqn_cartpole.py --seeds 1-3 --grid n-step=1,5 --grid tau=0.01,1.0
+    python -m benchmarks.tools.sweep sac_minitaur.py --seeds 1-3 --name minitaur -- --total-timesteps 300000
+    python -m benchmarks.tools.sweep dqn_atari.py --seeds 1-4 --gpus-per-run 0.25 --address auto -- --env-id ...
 
 A setting is one combination of the --grid values (flag=v1,v2,...; every combination is run); the
 arguments after -- go to every run. Each run is a Ray task that asks for --cpus-per-run CPUs and
@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, report  # noqa: E402
-from plot import plot  # noqa: E402
+from benchmarks.tools.common import machine, report
+from benchmarks.tools.plot import plot
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_one(command: list[str], run_root: str) -> dict:
@@ -44,7 +43,8 @@ def run_one(command: list[str], run_root: str) -> dict:
     process = subprocess.run([*command, "--run-root", run_root], capture_output=True, text=True)
     output = (process.stdout + process.stderr).strip().splitlines()
     summaries = sorted(Path(run_root).glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
-    return {"returncode": process.returncode, "last_line": output[-1] if output else "", "seconds": time.time() - started,
+    return {"returncode": process.returncode, "last_line": output[-1] if output else "",
+            "seconds": time.time() - started,
             "summary": json.loads(summaries[-1].read_text()) if summaries else None,
             "output": "\n".join(output[-200:])}
 
@@ -84,7 +84,8 @@ def sweep(args: argparse.Namespace) -> dict[tuple[str, int], dict]:
     results, pending = {}, {}
     for setting in parse_grid(args.grid):
         for seed in parse_seeds(args.seeds):
-            folder = args.sweep_dir / setting_name(setting).replace(" ", "_").replace("/", "-").lstrip("-") / f"seed-{seed}"
+            name = setting_name(setting).replace(" ", "_").replace("/", "-").lstrip("-")
+            folder = args.sweep_dir / name / f"seed-{seed}"
             result_file = folder / "result.json"
             if result_file.exists() and json.loads(result_file.read_text())["returncode"] == 0:
                 results[(setting_name(setting), seed)] = json.loads(result_file.read_text())
@@ -110,8 +111,9 @@ def sweep(args: argparse.Namespace) -> dict[tuple[str, int], dict]:
     return results
 
 
-def table(results: dict[tuple[str, int], dict], command: str) -> list[str]:
-    """Per run, then the median per setting, of what the runs' summaries report."""
+def table(results: dict[tuple[str, int], dict], command: str, solved: float | None) -> list[str]:
+    """Per run, then the median per setting, of what the runs' summaries report; `first solved` is the first
+    evaluation at or above `solved`."""
     lines = [f"Command: `{command}`", "", f"Machine: {machine()}", "",
              "| setting | seed | status | steps | final eval | best eval | first solved | wall-clock (s) | steps/s |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -119,15 +121,16 @@ def table(results: dict[tuple[str, int], dict], command: str) -> list[str]:
     for (name, seed), result in sorted(results.items()):
         summary = result["summary"] or {}
         curve = summary.get("eval_curve") or []
+        first_solved = next((step for step, mean in curve if solved is not None and mean >= solved), None)
         row = {"final": summary.get("eval_mean_return"), "best": max((m for _, m in curve), default=None),
-               "solved": summary.get("first_solved_step"), "wall": summary.get("wall_seconds"), "sps": summary.get("sps")}
+               "solved": first_solved, "wall": summary.get("wall_seconds"), "sps": summary.get("sps")}
         ok = result["returncode"] == 0
         by_setting.setdefault(name, []).append({**row, "ok": ok})
         status = "ok" if ok else f"failed: exit {result['returncode']}, {result['last_line'][:80]}"
         lines.append(f"| {name} | {seed} | {status} | {summary.get('global_step', '')} | {fmt(row['final'])} | "
                      f"{fmt(row['best'])} | {fmt(row['solved'])} | {fmt(row['wall'], 1)} | {fmt(row['sps'], 0)} |")
-    lines += ["", "| setting | runs | failed | median final eval | median best eval | median wall-clock (s) | median steps/s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| setting | runs | failed | median final eval | median best eval | median wall-clock (s) "
+              "| median steps/s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, rows in by_setting.items():
         ok = [r for r in rows if r["ok"]]
         lines.append(f"| {name} | {len(rows)} | {len(rows) - len(ok)} | {median(ok, 'final')} | {median(ok, 'best')} | "
@@ -159,12 +162,13 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="times a task is retried when its worker dies")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     parser.add_argument("--plot", type=Path, help="also draw the evaluation curves of the runs here (PNG)")
+    parser.add_argument("--solved", type=float, help="the evaluation score that counts as solved (CartPole: 475)")
     args, script_args = parser.parse_known_args()
     args.script_args = [a for a in script_args if a != "--"]
     args.name = args.name or Path(args.script).stem
     args.sweep_dir = args.sweep_dir or Path("sweeps") / args.name
     results = sweep(args)
-    report(table(results, " ".join(["python", *sys.argv])), args.out)
+    report(table(results, " ".join(["python", "-m", "benchmarks.tools.sweep", *sys.argv[1:]]), args.solved), args.out)
     if args.plot:
         groups: dict[str, list[Path]] = {}
         for (name, _), result in sorted(results.items()):

@@ -1,0 +1,64 @@
+"""Milliseconds per dqn_atari.py gradient step (Nature CNN, Adam) on the CPU: float32 against bf16 autocast.
+
+    python -m benchmarks.tools.update_cost                        # threads 2 and 1, batch 16/32/64, ± Double DQN
+    python -m benchmarks.tools.update_cost --threads 2 --batch 32 --out update_cost.md
+
+The update is dqn_atari.td_loss + backward + Adam on a fixed random batch of uint8 frames, so only the
+arithmetic is timed (no emulator, no replay sampling): the median of --steps steps after 8 warm-up steps.
+Nothing else may run on the machine meanwhile.
+"""
+
+import argparse
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import dqn_atari
+from benchmarks.tools.common import machine, report
+
+
+def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf16: bool, steps: int) -> float:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    q_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
+    target_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4, eps=1.5e-4)
+    frames = lambda: torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8)  # noqa: E731
+    batch = [frames(), torch.randint(0, 6, (batch_size,)), torch.randn(batch_size), frames(),
+             torch.full((batch_size,), 0.97)]
+    times = []
+    for step in range(8 + steps):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = dqn_atari.td_loss(q_network, target_network, batch, double_dqn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= 8:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--batch", type=int, nargs="+", default=[32, 16, 64])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args()
+    lines = [f"Machine: {machine()}; CPU bf16 instructions: {dqn_atari.bf16_is_fast(torch.device('cpu'))}", "",
+             "| threads | batch | Double DQN | float32 (ms) | bf16 autocast (ms) | float32 / bf16 |",
+             "|---:|---:|---|---:|---:|---:|"]
+    for threads, batch_size, double_dqn in itertools.product(args.threads, args.batch, [True, False]):
+        fp32, bf16 = (milliseconds_per_update(threads, batch_size, double_dqn, use_bf16, args.steps)
+                      for use_bf16 in (False, True))
+        lines.append(f"| {threads} | {batch_size} | {'yes' if double_dqn else 'no'} | {fp32:.1f} | {bf16:.1f} | "
+                     f"{fp32 / bf16:.2f} |")
+    report(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
