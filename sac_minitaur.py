@@ -8,7 +8,7 @@ with two critics Q_1, Q_2 (s, a; φ_i), slowly moving target critics φ̄_i and 
               L_Q(φ) = Σ_i E[ (Q_i(s, a; φ_i) − y)² ]
     actor:    L_π(θ) = E[ α log π(ã|s) − min_i Q_i(s, ã; φ_i) ],  ã = tanh(μ_θ(s) + σ_θ(s) ⊙ ε), ε ~ N(0, I)
     α:        L(log α) = E[ −log α · (log π(ã|s) + H̄) ],  target entropy H̄ = −|A|
-    targets:  φ̄_i ← τ φ_i + (1 − τ) φ̄_i   (τ = 0.02, after every update)
+    targets:  φ̄_i ← τ φ_i + (1 − τ) φ̄_i   (after every update)
 
 The actor is a Gaussian squashed by tanh; `ã` is a differentiable function of θ (the reparameterisation
 trick), so the actor follows the critics' gradient. The squashing changes the density:
@@ -21,73 +21,39 @@ the policy's entropy −log π falls below H̄ and falls when it is above, so ex
 than hand-set. Only `terminated` (the robot fell) stops the bootstrap; a time limit (`truncated`)
 bootstraps from the true last observation.
 
-The Minitaur environment. pybullet 3.2.7 still ships `pybullet_envs`, but `import pybullet_envs` fails
-on a current stack (it imports the retired `gym` package and `pkg_resources`). This file therefore
-defines `MinitaurBulletEnv`, a gymnasium env reproducing `MinitaurBulletEnv-v0`, and registers it under
-that id (so `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")` works wherever this file is importable).
-It drives the robot model that pybullet installs (`pybullet_envs/bullet/minitaur.py` and `motor.py`, the
-URDF from `pybullet_data`), loaded without running `pybullet_envs/__init__.py`:
-
-  - observation (28 float32): 8 motor angles, 8 motor velocities, 8 motor torques, base orientation
-    quaternion; bounds ±(π, motor speed limit, torque limit, 1) + 0.01;
-  - action (8 in [−1, 1]): swing and extension of the four legs (the leg model), turned into eight
-    motor angles; anything beyond ±1.01 raises ValueError;
-  - physics: a 0.01 s control step = 5 substeps of 0.002 s with the DC motor model (its own PD, kp 1.0,
-    kd 0.02) and overheat protection, 300 solver iterations shared across substeps, gravity −10, the
-    plane of pybullet_data; each reset reloads the robot and settles it for 100 substeps at motor angle π/2;
-  - reward: forward progress Δx (from the settled pose on) − 0.005 · |τ · ω| · 0.002 s (the original uses
-    the substep length here);
-  - terminated when fallen (base up-vector · z < 0.85 or base height < 0.13 m); truncated at 1000 steps;
-  - domain randomisation at every reset, from the env's own seeded generator: base and leg masses ±20 %,
-    battery voltage 14.8–16.8 V, motor viscous damping 0–0.01, foot friction 0.8–1.5;
-  - render_mode="rgb_array" renders headless (DIRECT connection, TinyRenderer).
-
-pybullet has wheels for Python 3.11 only; on newer Pythons requirements.txt leaves it out, SAC runs on
-any other continuous-control env, and asking for the Minitaur says how to get pybullet, in one line.
-
-How the TF-Agents SAC tutorial (Minitaur) maps onto this file:
-
-    TF-Agents                                   this file
-    ------------------------------------------  ---------------------------------------------------------
-    suite_pybullet.load('MinitaurBulletEnv-v0') MinitaurBulletEnv, make_env() / make_vector_env()
-    TimeStep (step_type, reward, observation)   the (obs, reward, terminated, truncated, info) of step
-    CriticNetwork(joint_fc_layer_params)        TwinCritic: the two critics Q_1, Q_2
-    ActorDistributionNetwork + TanhNormal/NormalProjectionNetwork
-                                                Actor: MLP → mean and log-std of a tanh-squashed Gaussian
-    SacAgent (target_update_tau, gamma, alpha)  SacAgent: the networks, log α, and update() on a batch
-    agent.collect_policy (stochastic)           Actor.sample()
-    GreedyPolicy / agent.policy (the mean)      Actor.greedy()
-    RandomPyPolicy (initial collection)         uniform random actions for the first learning_starts steps
-    DynamicStepDriver                           the `while global_step < ...` loop in train()
-    TFUniformReplayBuffer / Reverb              ReplayBuffer (float32 numpy ring buffer)
-    compute_avg_return / eval metrics           evaluate()
-
 Hyperparameters follow the TF-Agents SAC tutorial and the SAC paper — batch 256, 256×256 networks, one
 update per environment step, 10,000 initial random steps, target entropy −|A|; the replay keeps 1M
-transitions (the tutorial: 10,000) — except three that come from rl-baselines3-zoo's SAC tuned for
-pybullet's locomotion envs (HalfCheetahBulletEnv-v0 and the others): Adam 7.3e-4 for actor, critics and α
-(tutorial and paper: 3e-4), γ = 0.98 (0.99) and τ = 0.02 (0.005). Measured on the Minitaur, 300,000 steps,
-seeds 1–3, the mean of each seed's last three evaluations: 19.8, 6.7 and 0.3 with the paper's three; 11.2,
-5.3 and 13.9 with the zoo's; seed 3 continued to 1M steps evaluates at 17.5 (README, Results). Two more
-choices are ours:
-  - α starts at 0.01 rather than 1. The rewards are tiny (about 0.001–0.01 per step): at α = 1 the entropy
-    bonus outweighs them a thousandfold until tuning has lowered α, some 20,000 updates later. Tuning
-    still raises α where an env needs it, as on Pendulum.
-  - Observations are normalised by their running mean and standard deviation (`--obs-normalization
-    running`, clipped to ±10, the statistics frozen for evaluation and saved with the networks). The
-    observation bounds are no scale: the motor velocities are bounded by ±168 but 99 % of them lie within ±35,
-    so rescaling the bounds to [−1, 1] (`bounds`) squeezes them to a few hundredths and leaves the angles
-    off-centre; with it the Minitaur learnt markedly less (README, Results).
+transitions (the tutorial: 10,000) — except three from rl-baselines3-zoo's SAC tuned for pybullet's
+locomotion envs: Adam 7.3e-4 for actor, critics and α (tutorial and paper: 3e-4), γ = 0.98 (0.99) and
+τ = 0.02 (0.005); README, Results compares the two sets. Two choices are ours:
+  - α starts at 0.01 rather than 1: the Minitaur's rewards per step are tiny, and at α = 1 the entropy
+    bonus would outweigh them by orders of magnitude until tuning had lowered α. Tuning still raises α
+    where an env needs it, as on Pendulum.
+  - Observations are normalised by their running mean and standard deviation (clipped to ±10; frozen for
+    evaluation and saved with the networks). Their bounds are no scale: the motor velocities are bounded
+    by ±168 but stay far inside, so rescaling the bounds to [−1, 1] would squeeze them to a few hundredths.
+
+The Minitaur (appendix at the end): `import pybullet_envs` fails on a current stack, so this file defines
+and registers a gymnasium `MinitaurBulletEnv-v0`; `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")`
+works wherever this file is importable. pybullet has wheels for Python 3.11 only; elsewhere SAC runs on
+any other continuous-control env, and asking for the Minitaur says how to get pybullet, in one line.
+
+    TF-Agents (SAC tutorial)                     this file
+    suite_pybullet.load('MinitaurBulletEnv-v0')  MinitaurBulletEnv (appendix), make_env(), make_vector_env()
+    CriticNetwork / ActorDistributionNetwork     TwinCritic (Q_1, Q_2) / Actor (a tanh-squashed Gaussian)
+    SacAgent (target_update_tau, gamma, alpha)   SacAgent: the networks, log α, update() on a batch
+    agent.collect_policy / agent.policy          Actor.sample() / Actor.greedy() (the squashed mean)
+    RandomPyPolicy, DynamicStepDriver            random actions before learning_starts, the loop in train()
+    TFUniformReplayBuffer, compute_avg_return    ReplayBuffer, evaluate()
+    Checkpointer                                 TrainState, save_checkpoint(), restore()
 
 Usage:
     python sac_minitaur.py                                         # Minitaur, 100k steps
     python sac_minitaur.py --env-id Pendulum-v1 --total-timesteps 5000 --learning-starts 1000
     python sac_minitaur.py --num-envs 2 --total-timesteps 1000000
-    python sac_minitaur.py --eval-checkpoint models/minitaur_sac.pt --capture-video
+    python sac_minitaur.py --eval-checkpoint models/minitaur_sac.pt --capture-video --video-length 500
     python sac_minitaur.py --resume runs/.../sac_minitaur.pt --total-timesteps 1000000
 """
-
-from __future__ import annotations
 
 import collections
 import contextlib
@@ -97,12 +63,12 @@ import json
 import math
 import multiprocessing
 import os
-import random
 import signal
 import sys
 import time
 import types
 from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -116,43 +82,14 @@ from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = Path(__file__).stem
 EVAL_SEED_OFFSET = 10_000  # evaluation envs get seed + this: never the training env's episodes
+LOG_EVERY = 100  # gradient steps between two TensorBoard points of the losses
+PROGRESS_EVERY = 2_500  # environment steps between two progress lines
 
 
 @dataclass
 class Args:
     env_id: str = "MinitaurBulletEnv-v0"
     """gymnasium id of an env with a Box action space and a flat Box observation"""
-    seed: int = 1
-    """seed of torch, numpy, the environments and the action space"""
-    total_timesteps: int = 100_000
-    """environment steps to train for, over all envs"""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """where the networks run; auto picks cuda when available"""
-    num_envs: int = 1
-    """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
-    capture_video: bool = False
-    """record an mp4 of a greedy evaluation episode to the run's videos/ at the end"""
-    video_length: int = 0
-    """frames per video, 0 for the whole episode (a Minitaur frame takes tens of ms to render)"""
-    save_model: bool = True
-    """write the checkpoint to the run directory"""
-    eval_checkpoint: str | None = None
-    """path of a saved checkpoint or model to evaluate (greedily, on --env-id) instead of training"""
-    eval_episodes: int = 10
-    """number of greedy episodes per evaluation"""
-    eval_frequency: int = 10_000
-    """evaluate the greedy policy every this many environment steps (and at the end)"""
-    checkpoint_frequency: int = 50_000
-    """write the checkpoint every this many environment steps (and on Ctrl-C or SIGTERM)"""
-    checkpoint_minutes: float = 10.0
-    """also write the checkpoint every this many minutes of wall-clock"""
-    run_root: str = "runs"
-    """folder under which the run directory is created"""
-    num_threads: int = 1
-    """torch CPU threads; one is fastest for networks this small"""
-    resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved arguments and replay"""
-
     learning_rate: float = 7.3e-4
     """Adam learning rate of the actor, the critics and α (rl-baselines3-zoo, pybullet envs; SAC paper: 3e-4)"""
     buffer_size: int = 1_000_000
@@ -167,152 +104,42 @@ class Args:
     """widths of the hidden layers of the actor and of each critic"""
     learning_starts: int = 10_000
     """environment steps of uniform random actions before the first update (TF-Agents: 10,000)"""
-    updates_per_step: float = 1.0
-    """gradient steps per environment step (the replay ratio)"""
     initial_alpha: float = 0.01
-    """initial temperature α (TF-Agents starts at 1; see the docstring for why 0.01 here)"""
-    autotune_alpha: bool = True
-    """tune α toward the target entropy −|A|; off keeps α = initial_alpha"""
-    obs_normalization: Literal["running", "bounds", "none"] = "running"
-    """running: subtract the mean and divide by the std of the observations seen so far (frozen for
-    evaluation); bounds: rescale finite observation bounds to [−1, 1]; none: raw observations"""
+    """initial temperature α, then tuned toward the target entropy −|A| (TF-Agents: 1; see the docstring)"""
+    num_envs: int = 1
+    """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
+
+    seed: int = 1
+    """seed of torch, the random actions, the replay sampling and the environments"""
+    total_timesteps: int = 100_000
+    """environment steps to train for, over all envs"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks run; auto picks cuda when available"""
+    num_threads: int = 1
+    """torch CPU threads; one is fastest for networks this small"""
+    capture_video: bool = False
+    """record an mp4 of a greedy evaluation episode to the run's videos/ at the end"""
+    video_length: int = 0
+    """frames per video, 0 for the whole episode (rendering the Minitaur is slow)"""
+    save_model: bool = True
+    """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
+    eval_checkpoint: str | None = None
+    """path of a saved checkpoint or model to evaluate (greedily, on --env-id) instead of training"""
+    eval_episodes: int = 10
+    """number of greedy episodes per evaluation"""
+    eval_frequency: int = 10_000
+    """evaluate the greedy policy every this many environment steps (and at the end)"""
+    resume: str | None = None
+    """continue the run saved in this checkpoint, in its run directory, with its saved arguments and replay"""
+    run_root: str = "runs"
+    """folder under which the run directory is created"""
 
 
 # ---------------------------------------------------------------------------------------------------
-# The Minitaur environment
+# Environment
 # ---------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def silenced_c_output():
-    """Hide what C code prints to stdout/stderr (pybullet's build time on import, "argv[0]=" on connect)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
-def load_minitaur_model() -> types.ModuleType:
-    """pybullet's robot model, `pybullet_envs.bullet.minitaur`, without running the package __init__
-    files (they import the retired `gym`): empty stand-ins for the two packages are registered first."""
-    import pybullet_data
-
-    package_dir = Path(pybullet_data.getDataPath()).parent / "pybullet_envs"
-    for name, path in [("pybullet_envs", package_dir), ("pybullet_envs.bullet", package_dir / "bullet")]:
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [str(path)]
-            sys.modules[name] = package
-    return importlib.import_module("pybullet_envs.bullet.minitaur")
-
-
-class MinitaurBulletEnv(gym.Env):
-    """The Minitaur quadruped learning to walk forward (MinitaurBulletEnv-v0, see the module docstring)."""
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 100}
-    CONTROL_STEP, SUBSTEPS, SOLVER_ITERATIONS = 0.01, 5, 300
-    ENERGY_WEIGHT = 0.005
-    ACTION_TOLERANCE = 0.01  # the original accepts actions up to ±1.01
-
-    def __init__(self, render_mode: str | None = None):
-        self.render_mode = render_mode
-        with silenced_c_output():  # pybullet is imported here, not at the top: only this env needs it
-            import pybullet
-            import pybullet_data
-            from pybullet_utils import bullet_client
-
-            self.model = load_minitaur_model()
-            self.bullet = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
-        self.data_path = pybullet_data.getDataPath()
-        self.substep = self.CONTROL_STEP / self.SUBSTEPS
-        motor = self.model.motor
-        high = np.concatenate([np.full(8, math.pi), np.full(8, motor.MOTOR_SPEED_LIMIT),
-                               np.full(8, motor.OBSERVED_TORQUE_LIMIT), np.ones(4)]) + 0.01
-        self.observation_space = gym.spaces.Box(-high.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
-        self.robot = None
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        bullet = self.bullet
-        bullet.resetSimulation()
-        bullet.setPhysicsEngineParameter(numSolverIterations=self.SOLVER_ITERATIONS // self.SUBSTEPS)
-        bullet.setTimeStep(self.substep)
-        bullet.loadURDF(f"{self.data_path}/plane.urdf")
-        bullet.setGravity(0, 0, -10)
-        self.robot = self.model.Minitaur(
-            pybullet_client=bullet, urdf_root=self.data_path, time_step=self.substep,
-            self_collision_enabled=True, accurate_motor_model_enabled=True, motor_kp=1.0, motor_kd=0.02,
-            motor_overheat_protection=True)
-        self._randomize()
-        for _ in range(100):  # settle on the ground
-            self.robot.ApplyAction([math.pi / 2] * 8)
-            bullet.stepSimulation()
-        self.last_x = self.robot.GetBasePosition()[0]
-        return self._observation(), {}
-
-    def _randomize(self) -> None:
-        """Domain randomisation of the original env, drawn from this env's seeded generator."""
-        robot, rng = self.robot, self.np_random
-        robot.SetBaseMass(robot.GetBaseMassFromURDF() * rng.uniform(0.8, 1.2))
-        robot.SetLegMasses([mass * rng.uniform(0.8, 1.2) for mass in robot.GetLegMassesFromURDF()])
-        robot.SetBatteryVoltage(rng.uniform(14.8, 16.8))
-        robot.SetMotorViscousDamping(rng.uniform(0.0, 0.01))
-        robot.SetFootFriction(rng.uniform(0.8, 1.5))
-
-    def step(self, action):
-        action = np.asarray(action, np.float64)
-        if action.shape != (8,) or np.any(np.abs(action) > 1.0 + self.ACTION_TOLERANCE):
-            raise ValueError(f"Minitaur actions are 8 values in [-1, 1], got {action}")
-        motor_angles = self.robot.ConvertFromLegModel(action)
-        for _ in range(self.SUBSTEPS):
-            self.robot.ApplyAction(motor_angles)
-            self.bullet.stepSimulation()
-        x = self.robot.GetBasePosition()[0]
-        energy = abs(np.dot(self.robot.GetMotorTorques(), self.robot.GetMotorVelocities())) * self.substep
-        reward = (x - self.last_x) - self.ENERGY_WEIGHT * energy
-        self.last_x = x
-        return self._observation(), float(reward), bool(self._fallen()), False, {}
-
-    def _observation(self) -> np.ndarray:
-        return np.asarray(self.robot.GetObservation(), np.float32)
-
-    def _fallen(self) -> bool:
-        up_z = self.bullet.getMatrixFromQuaternion(self.robot.GetBaseOrientation())[8]  # base z-axis · world z
-        return up_z < 0.85 or self.robot.GetBasePosition()[2] < 0.13
-
-    def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        width, height = 480, 360
-        view = self.bullet.computeViewMatrixFromYawPitchRoll(
-            cameraTargetPosition=self.robot.GetBasePosition(), distance=1.0, yaw=0, pitch=-30, roll=0, upAxisIndex=2)
-        projection = self.bullet.computeProjectionMatrixFOV(fov=60, aspect=width / height, nearVal=0.1, farVal=100)
-        _, _, pixels, _, _ = self.bullet.getCameraImage(width, height, viewMatrix=view, projectionMatrix=projection,
-                                                        renderer=self.bullet.ER_TINY_RENDERER)
-        return np.asarray(pixels, np.uint8).reshape(height, width, 4)[:, :, :3]
-
-    def close(self):
-        if self.bullet is not None:
-            self.bullet.disconnect()
-            self.bullet = None
-
-
-if "MinitaurBulletEnv-v0" not in gym.registry:  # also imported by gymnasium as "sac_minitaur:..."
-    gym.register("MinitaurBulletEnv-v0", entry_point=MinitaurBulletEnv, max_episode_steps=1000,
-                 reward_threshold=15.0)
-
-
-def make_env(env_id: str, rescale_bounds: bool, video_folder: Path | None = None, video_length: int = 0) -> gym.Env:
-    """One env; with rescale_bounds its observations are rescaled to [−1, 1] where their bounds are finite;
-    with video_folder, its first episode is recorded. Callers seed it with reset(seed=...)."""
+def make_env(env_id: str, video_folder: Path | None = None, video_length: int = 0) -> gym.Env:
+    """One env; with video_folder, its first episode is recorded. Callers seed it with reset(seed=...)."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     except ModuleNotFoundError as e:
@@ -322,60 +149,56 @@ def make_env(env_id: str, rescale_bounds: bool, video_folder: Path | None = None
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     except (gym.error.Error, AttributeError, TypeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
-    if video_folder is not None:
-        if "rgb_array" not in env.metadata.get("render_modes", []):
-            raise InputError(f"--capture-video needs rgb_array rendering, which '{env_id}' does not offer")
-        env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
-                                       video_length=video_length, disable_logger=True)
-    space = env.observation_space
-    if rescale_bounds and isinstance(space, gym.spaces.Box) and np.all(np.isfinite(space.low)) \
-            and np.all(np.isfinite(space.high)):
-        env = gym.wrappers.RescaleObservation(env, -np.ones(space.shape, np.float32), np.ones(space.shape, np.float32))
-    return env
+    if video_folder is None:
+        return env
+    return gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
+                                    video_length=video_length, disable_logger=True)
 
 
-def check_spaces(env: gym.Env, env_id: str) -> tuple[int, gym.spaces.Box]:
-    """SAC needs a bounded continuous action space and a flat vector observation."""
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise InputError(f"{SCRIPT} needs a continuous (Box) action space, but '{env_id}' has {env.action_space}")
-    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
-        raise InputError(f"{SCRIPT} needs finite action bounds, but '{env_id}' has {env.action_space}")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise InputError(f"{SCRIPT} needs a flat Box observation, but '{env_id}' has {env.observation_space}")
-    return env.observation_space.shape[0], env.action_space
+def probe_env(args: Args) -> tuple[int, gym.spaces.Box]:
+    """Make the env once in this process, to report a bad id or unsuitable spaces in one line: SAC needs a
+    bounded continuous action space and a flat vector observation."""
+    env = make_env(args.env_id)
+    env.close()
+    action_space, obs_space = env.action_space, env.observation_space
+    if not (isinstance(action_space, gym.spaces.Box) and np.isfinite(action_space.low).all()
+            and np.isfinite(action_space.high).all()):
+        raise InputError(f"{SCRIPT} needs a continuous (Box) action space with finite bounds, but '{args.env_id}' "
+                         f"has {action_space}")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise InputError(f"{SCRIPT} needs a flat Box observation, but '{args.env_id}' has {obs_space}")
+    if args.capture_video and "rgb_array" not in env.metadata.get("render_modes", []):
+        raise InputError(f"--capture-video needs rgb_array rendering, which '{args.env_id}' does not offer")
+    return obs_space.shape[0], action_space
 
 
-def make_vector_env(env_id: str, num_envs: int, rescale_bounds: bool) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """num_envs copies in worker processes. A finished episode is reset within the same step and its true
     last observation is in info["final_obs"]."""
     def worker_env() -> gym.Env:
         if multiprocessing.parent_process() is not None:  # in a worker, not in this process:
             for signum in (signal.SIGINT, signal.SIGTERM):  # stopping is ours to handle (we save, then close
                 signal.signal(signum, signal.SIG_IGN)        # them), also when the signal reaches the group
-        return make_env(env_id, rescale_bounds)
+        return make_env(env_id)
 
     return gym.vector.AsyncVectorEnv([worker_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Networks
+# Network
 # ---------------------------------------------------------------------------------------------------
 class ObservationNormalizer(nn.Module):
     """(obs − mean) / std, clipped to ±10, with the mean and variance of all observations collected so far
     (merged batch by batch, Chan et al.'s parallel formula). The statistics change only in update(), which
-    only the training loop calls, and are saved with the networks: evaluation uses them frozen. Disabled,
-    it passes observations through."""
+    only the training loop calls, and are saved with the networks: evaluation uses them frozen."""
 
-    def __init__(self, obs_dim: int, enabled: bool):
+    def __init__(self, obs_dim: int):
         super().__init__()
-        self.enabled = enabled
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
 
     def update(self, obs: np.ndarray) -> None:
-        if not self.enabled:
-            return
         batch = torch.as_tensor(obs, dtype=torch.float64, device=self.mean.device)
         n, total = len(batch), self.count + len(batch)
         delta = batch.mean(0) - self.mean
@@ -385,8 +208,6 @@ class ObservationNormalizer(nn.Module):
         self.count.copy_(total)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return obs
         return ((obs - self.mean.float()) / (self.var.float() + 1e-8).sqrt()).clamp(-10.0, 10.0)
 
 
@@ -405,9 +226,8 @@ class Actor(nn.Module):
     def __init__(self, obs_dim: int, action_space: gym.spaces.Box, hidden_sizes: tuple[int, ...],
                  normalizer: ObservationNormalizer):
         super().__init__()
-        self.action_dim = action_space.shape[0]
         self.normalizer = normalizer
-        self.net = mlp([obs_dim, *hidden_sizes, 2 * self.action_dim])
+        self.net = mlp([obs_dim, *hidden_sizes, 2 * action_space.shape[0]])
         # tanh's (−1, 1) is mapped onto the env's bounds
         self.register_buffer("scale", torch.as_tensor((action_space.high - action_space.low) / 2, dtype=torch.float32))
         self.register_buffer("center", torch.as_tensor((action_space.high + action_space.low) / 2, dtype=torch.float32))
@@ -448,14 +268,11 @@ class TwinCritic(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 class ReplayBuffer:
     """Fixed-capacity float32 ring buffer of (obs, action, reward, next_obs, terminated), sampled uniformly.
-
     `next_obs` is the true next observation, also when an episode was truncated, and `terminated` alone
-    stops the bootstrap. The sampled batch is gathered into preallocated arrays whose torch views are
-    returned, so a gradient step allocates nothing here."""
+    stops the bootstrap."""
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, batch_size: int, seed: int,
-                 device: torch.device):
-        self.capacity, self.batch_size, self.device = capacity, batch_size, device
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, seed: int, device: torch.device):
+        self.capacity, self.device = capacity, device
         self.columns = {"obs": np.zeros((capacity, obs_dim), np.float32),
                         "actions": np.zeros((capacity, action_dim), np.float32),
                         "rewards": np.zeros(capacity, np.float32),
@@ -463,8 +280,6 @@ class ReplayBuffer:
                         "terminated": np.zeros(capacity, np.float32)}
         self.position, self.size = 0, 0
         self.rng = np.random.default_rng(seed)
-        self._batch = {k: np.zeros((batch_size,) + v.shape[1:], v.dtype) for k, v in self.columns.items()}
-        self._batch_tensors = [torch.from_numpy(b) for b in self._batch.values()]
 
     def add(self, **transitions: np.ndarray) -> None:
         """Append a batch of transitions (one per env), each keyword a column."""
@@ -475,27 +290,26 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self) -> list[torch.Tensor]:
-        """(obs, actions, rewards, next_obs, terminated) tensors of batch_size transitions."""
-        index = self.rng.integers(0, self.size, self.batch_size)
-        for name, out in self._batch.items():
-            np.take(self.columns[name], index, axis=0, out=out)
-        return [t.to(self.device, non_blocking=True) for t in self._batch_tensors]
+    def sample(self, batch_size: int) -> list[torch.Tensor]:
+        """(obs, actions, rewards, next_obs, terminated) of batch_size transitions, as tensors on the device:
+        a fresh copy each call, which the caller owns."""
+        index = self.rng.integers(0, self.size, batch_size)
+        return [torch.from_numpy(column[index]).to(self.device) for column in self.columns.values()]
 
     def state_dict(self) -> dict:
-        """The filled part of the buffer, for checkpoints (a resumed run continues with the same replay)."""
+        """The stored transitions (as tensors: a checkpoint then loads with torch.load's weights_only)."""
         return {"position": self.position, "size": self.size, "rng": self.rng.bit_generator.state,
-                **{name: column[:self.size].copy() for name, column in self.columns.items()}}
+                **{name: torch.from_numpy(column[:self.size]) for name, column in self.columns.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.position, self.size = state["position"], state["size"]
         self.rng.bit_generator.state = state["rng"]
         for name, column in self.columns.items():
-            column[:self.size] = state[name]
+            column[:self.size] = state[name].numpy()
 
 
 # ---------------------------------------------------------------------------------------------------
-# The agent and its update
+# Loss / update
 # ---------------------------------------------------------------------------------------------------
 def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
                    alpha: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -512,12 +326,12 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 class SacAgent(nn.Module):
     """TF-Agents' SacAgent: the actor, the twin critics and their targets, the temperature, their optimizers,
-    and update(), one gradient step of each on a batch."""
+    and update(), one gradient step of each on a batch followed by the target critics' update."""
 
     def __init__(self, obs_dim: int, action_space: gym.spaces.Box, args: Args):
         super().__init__()
         action_dim = action_space.shape[0]
-        self.normalizer = ObservationNormalizer(obs_dim, enabled=args.obs_normalization == "running")
+        self.normalizer = ObservationNormalizer(obs_dim)
         self.actor = Actor(obs_dim, action_space, args.hidden_sizes, self.normalizer)
         self.critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer)
         self.target_critic = TwinCritic(obs_dim, action_dim, args.hidden_sizes, self.normalizer)
@@ -525,7 +339,7 @@ class SacAgent(nn.Module):
         self.target_critic.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(args.initial_alpha)))
         self.target_entropy = -float(action_dim)
-        self.gamma, self.tau, self.autotune_alpha = args.gamma, args.tau, args.autotune_alpha
+        self.gamma, self.tau = args.gamma, args.tau
         # fused Adam: one kernel per optimizer step for all of a network's parameters
         self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate, fused=True),
                            "critic": torch.optim.Adam(self.critic.parameters(), lr=args.learning_rate, fused=True),
@@ -547,10 +361,9 @@ class SacAgent(nn.Module):
         actor_loss = (alpha * log_prob - self.critic(obs, new_actions).min(dim=0).values).mean()
         self._step("actor", actor_loss)
         self.critic.requires_grad_(True)
-        if self.autotune_alpha:
-            self._step("alpha", temperature_loss(self.log_alpha, log_prob.detach(), self.target_entropy))
+        self._step("alpha", temperature_loss(self.log_alpha, log_prob.detach(), self.target_entropy))
         with torch.no_grad():  # φ̄ ← τφ + (1 − τ)φ̄
-            for target_param, param in zip(self.target_critic.parameters(), self.critic.parameters()):
+            for target_param, param in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
                 target_param.lerp_(param, self.tau)
         return {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_values": q_values.mean(), "alpha": alpha,
                 "entropy": -log_prob.mean()}
@@ -565,124 +378,104 @@ class SacAgent(nn.Module):
 # Training loop
 # ---------------------------------------------------------------------------------------------------
 @dataclass
-class Progress:
-    """The counters of a run, saved in its checkpoint so that a resumed run continues them."""
+class TrainState:
+    """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
+    args: Args
+    agent: SacAgent  # actor, twin critics and their targets, log α, observation statistics
+    optimizers: dict  # the agent's Adam optimizers of the actor, the critics and α
+    buffer: ReplayBuffer
+    rng: np.random.Generator  # the uniform random actions before learning starts
     global_step: int = 0
     gradient_steps: int = 0
-    updates_owed: float = 0.0  # fractional gradient steps carried over (updates_per_step need not be whole)
-    eval_curve: list = field(default_factory=list)  # [step, mean greedy return] of every evaluation
-    train_seconds: float = 0.0  # of the earlier sessions of this run
+    eval_curve: list = field(default_factory=list)  # [[step, mean eval return], ...]
+    train_seconds: float = 0.0  # over all sessions, up to the last checkpoint
 
 
-def train(args: Args, run_dir: Path, device: torch.device) -> dict:
-    rescale_bounds = args.obs_normalization == "bounds"
-    obs_dim, action_space = probe_env(args.env_id, rescale_bounds)
-    action_dim = action_space.shape[0]
+def train(args: Args, device: torch.device) -> tuple[Path, dict]:
+    """Collect with the stochastic policy and learn until args.total_timesteps; evaluate and save on the way."""
+    obs_dim, action_space = probe_env(args)
     agent = SacAgent(obs_dim, action_space, args).to(device)
-    buffer = make_buffer(args, obs_dim, action_dim, device)
-    rng = np.random.default_rng(args.seed)  # the random actions of the initial collection
-    progress = Progress()
+    try:
+        buffer = ReplayBuffer(args.buffer_size, obs_dim, action_space.shape[0], args.seed, device)
+    except MemoryError as e:
+        raise InputError(f"--buffer-size {args.buffer_size:,} does not fit in memory: {e}") from None
+    state = TrainState(args, agent, agent.optimizers, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
-        restore_checkpoint(args, agent, buffer, rng, progress, obs_dim, action_dim, device)
-    learner = (agent, buffer, rng, progress, obs_dim, action_dim)
-    print(f"run directory: {run_dir}  (device: {device})", flush=True)  # the run is under way from here
-
-    # a resumed run goes on in the same TensorBoard run and hides what was logged after its checkpoint
-    writer = SummaryWriter(str(run_dir), purge_step=progress.global_step + 1 if args.resume else None)
-    if not args.resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-            f"|{k}|{v}|" for k, v in asdict(args).items()))
-    envs = make_vector_env(args.env_id, args.num_envs, rescale_bounds)
-    num_envs, start_step = args.num_envs, progress.global_step
+        restore(state, load_checkpoint(args.resume))
+        print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
+    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
+    print(f"run directory: {run_dir}  (device: {device})", flush=True)
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
+    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
+    envs, num_envs = make_vector_env(args.env_id, args.num_envs), args.num_envs
+    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
     episode_returns, episode_lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
-    recent_returns = collections.deque(maxlen=10)  # the last 10 episodes, for the progress line
-    eval_returns = np.zeros(0)
+    recent_returns, eval_returns = collections.deque(maxlen=10), np.zeros(0)
     obs, _ = envs.reset(seed=args.seed + start_step)  # a resumed run starts new episodes
-    start_time = last_save = time.perf_counter()
-    last_report = (start_step, start_time)  # the progress line's rate is the recent one: see below
-    while progress.global_step < args.total_timesteps and not STOP:
+
+    while state.global_step < args.total_timesteps and not STOP:
+        # Act: uniform random actions until learning starts, then the stochastic policy (collect_policy).
         agent.normalizer.update(obs)
-        if progress.global_step < args.learning_starts:
-            actions = rng.uniform(action_space.low, action_space.high, (num_envs, action_dim)).astype(np.float32)
+        if state.global_step < args.learning_starts:
+            actions = state.rng.uniform(action_space.low, action_space.high, (num_envs, action_space.shape[0]))
+            actions = actions.astype(np.float32)
         else:
             with torch.no_grad():
                 actions = agent.actor.sample(torch.as_tensor(obs, device=device))[0].cpu().numpy()
-        envs.step_async(actions)  # the workers simulate while we learn below
-        progress.global_step += num_envs
-        global_step = progress.global_step
+        # Step the environments: the workers simulate while this process learns below, from the replay so
+        # far (their physics overlaps with the updates); the step's results are collected after.
+        envs.step_async(actions)
+        state.global_step += num_envs
+        step = state.global_step
 
-        if global_step > args.learning_starts:
-            progress.updates_owed += num_envs * args.updates_per_step
-        while progress.updates_owed >= 1:
-            progress.updates_owed -= 1
-            losses = agent.update(*buffer.sample())
-            progress.gradient_steps += 1
-            if progress.gradient_steps % 1_000 == 0:
-                for name, value in losses.items():
-                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
+        # Learn: one gradient step per environment step; update() ends with the target critics' update.
+        if step > args.learning_starts:
+            for _ in range(num_envs):
+                losses = agent.update(*buffer.sample(args.batch_size))
+                state.gradient_steps += 1
+                if state.gradient_steps % LOG_EVERY == 0:
+                    log(writer, step, {f"losses/{name}": value.item() for name, value in losses.items()})
 
+        # Store the step. Where an episode ended, next_obs already starts the next one: the true last
+        # observation, which the transition needs, is in info.
         next_obs, rewards, terminated, truncated, info = envs.step_wait()
-        real_next_obs = next_obs.copy()  # where an episode ended, next_obs already starts the next one
+        real_next_obs = next_obs.copy()
         episode_returns += rewards
         episode_lengths += 1
         for env in np.flatnonzero(terminated | truncated):
             real_next_obs[env] = info["final_obs"][env]
             recent_returns.append(float(episode_returns[env]))
-            writer.add_scalar("charts/episodic_return", episode_returns[env], global_step)
-            writer.add_scalar("charts/episodic_length", episode_lengths[env], global_step)
+            log(writer, step, {"charts/episodic_return": episode_returns[env],
+                               "charts/episodic_length": episode_lengths[env]})
             episode_returns[env], episode_lengths[env] = 0.0, 0
         buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=real_next_obs, terminated=terminated)
         obs = next_obs
 
-        if crossed(global_step, num_envs, 1_000):
-            writer.add_scalar("charts/SPS", (global_step - start_step) / (time.perf_counter() - start_time),
-                              global_step)
-        if crossed(global_step, num_envs, args.eval_frequency) or global_step >= args.total_timesteps:
-            returns_now = evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET,
-                                   device, rescale_bounds)
-            if returns_now is not None:  # None: a stop was asked for during the evaluation
-                eval_returns = returns_now
-                progress.eval_curve.append([global_step, float(eval_returns.mean())])
-                writer.add_scalar("eval/mean_return", eval_returns.mean(), global_step)
-                # steps/s since the previous line, not since the start: the random steps before learning
-                # starts run many times faster and would make the ETA too short
-                now = time.perf_counter()
-                sps = (global_step - last_report[0]) / (now - last_report[1])
-                last_report = (global_step, now)
-                recent = f"{np.mean(recent_returns):8.2f}" if recent_returns else "       –"
-                print(f"step {global_step:>9,} of {args.total_timesteps:,} | last 10 episodes {recent} | greedy eval "
-                      f"{eval_returns.mean():8.2f} ± {eval_returns.std():6.2f} | α {agent.log_alpha.exp().item():.4f} | "
-                      f"SPS {sps:,.0f} | ETA {format_duration((args.total_timesteps - global_step) / sps)}", flush=True)
-        if (crossed(global_step, num_envs, args.checkpoint_frequency)
-                or time.perf_counter() - last_save > 60 * args.checkpoint_minutes):
-            save_checkpoint(args, run_dir, learner, start_time)
-            last_save = time.perf_counter()
+        if step % PROGRESS_EVERY < num_envs:
+            progress.report(writer, step, recent_returns, state.eval_curve)
+        if step % args.eval_frequency < num_envs or step >= args.total_timesteps:
+            returns = evaluate_during_training(state, writer, device)
+            if returns is not None:  # None: a stop was asked for during the evaluation
+                eval_returns = returns
+                state.train_seconds = progress.train_seconds()
+                save_checkpoint(state, run_dir)
 
+    session_seconds = time.perf_counter() - progress.session_start
+    state.train_seconds = progress.train_seconds()
     if STOP:
-        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {progress.global_step:,}: "
+        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
-    session_seconds = time.perf_counter() - start_time
-    save_checkpoint(args, run_dir, learner, start_time)
+    save_checkpoint(state, run_dir)
     envs.close()
     if args.capture_video and not STOP:
         record_video(agent.actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length,
-                     device, rescale_bounds)
+                     device)
     writer.close()
-    return {"global_step": progress.global_step, "sps": (progress.global_step - start_step) / session_seconds,
-            "train_seconds": progress.train_seconds + session_seconds, "eval_returns": eval_returns,
-            "eval_curve": progress.eval_curve, "gradient_steps": progress.gradient_steps,
-            "alpha": agent.log_alpha.exp().item(), "interrupted": bool(STOP)}
-
-
-def crossed(step: int, increment: int, period: int) -> bool:
-    """Whether going from step − increment to step passed a multiple of period."""
-    return step // period > (step - increment) // period
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as h:mm:ss, for the ETA."""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
+                     "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -693,12 +486,11 @@ def greedy_actions(actor: Actor, obs: np.ndarray, device: torch.device) -> np.nd
         return actor.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
 
 
-def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.device,
-             rescale_bounds: bool) -> np.ndarray | None:
+def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.device) -> np.ndarray | None:
     """Undiscounted returns of `episodes` greedy episodes, one per env, stepped together in worker
     processes, or None if a stop was asked for meanwhile. The same seeds every time, so that evaluations
     during training are comparable."""
-    envs = make_vector_env(env_id, episodes, rescale_bounds)
+    envs = make_vector_env(env_id, episodes)
     obs, _ = envs.reset(seed=seed)
     returns, finished = np.zeros(episodes), np.zeros(episodes, np.bool_)
     while not finished.all() and not STOP:
@@ -709,10 +501,22 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.
     return None if STOP else returns
 
 
+def evaluate_during_training(state: TrainState, writer: SummaryWriter, device: torch.device) -> np.ndarray | None:
+    """evaluate() the current greedy policy, add it to the curve, log it and print one line."""
+    args, step = state.args, state.global_step
+    returns = evaluate(state.agent.actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+    if returns is not None:
+        state.eval_curve.append([step, float(returns.mean())])
+        log(writer, step, {"eval/mean_return": returns.mean()})
+        print(f"step {step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
+              f"| α {state.agent.log_alpha.exp().item():.4f}", flush=True)
+    return returns
+
+
 def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, video_length: int,
-                 device: torch.device, rescale_bounds: bool) -> None:
+                 device: torch.device) -> None:
     """An mp4 of one greedy episode (headless rendering), or of its first video_length frames."""
-    env = make_env(env_id, rescale_bounds, video_folder=video_folder, video_length=video_length)
+    env = make_env(env_id, video_folder=video_folder, video_length=video_length)
     obs, _ = env.reset(seed=seed)
     done = False
     while not done and not STOP:
@@ -721,101 +525,101 @@ def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, video
     env.close()
 
 
-def evaluate_checkpoint(args: Args, run_dir: Path, device: torch.device) -> dict:
-    """Play a saved checkpoint, or a model file holding only the actor and what rebuilds it."""
-    checkpoint = load_checkpoint(args.eval_checkpoint, device)
-    rescale_bounds = checkpoint["obs_normalization"] == "bounds"
-    obs_dim, action_space = probe_env(args.env_id, rescale_bounds)
-    if (obs_dim, action_space.shape[0]) != (checkpoint["obs_dim"], checkpoint["action_dim"]):
-        raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}', whose spaces differ from "
-                         f"'{args.env_id}'")
-    normalizer = ObservationNormalizer(obs_dim, enabled=checkpoint["obs_normalization"] == "running")
-    actor = Actor(obs_dim, action_space, tuple(checkpoint["hidden_sizes"]), normalizer).to(device)
-    actor.load_state_dict(actor_state(checkpoint))
-    returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device, rescale_bounds)
-    if returns is None:
-        raise InputError("evaluation stopped before its episodes ended")
-    print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
-          f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
-    if args.capture_video:
-        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length,
-                     device, rescale_bounds)
-    step = checkpoint.get("progress", {}).get("global_step", checkpoint.get("global_step", 0))
-    return {"global_step": step, "sps": 0.0, "eval_returns": returns, "eval_curve": [[step, float(returns.mean())]],
-            "eval_checkpoint": args.eval_checkpoint}
-
-
-def actor_state(checkpoint: dict) -> dict:
-    """The actor's weights (with its observation statistics) from a training checkpoint or a model file."""
-    if "actor" in checkpoint:
-        return checkpoint["actor"]
-    return {name[len("actor."):]: value for name, value in checkpoint["agent"].items() if name.startswith("actor.")}
+def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
+    """--eval-checkpoint: greedy episodes of a saved actor on --env-id, from a training checkpoint or from a
+    model file (the actor's weights with its observation statistics, hidden_sizes and env_id at its top)."""
+    start = time.perf_counter()
+    checkpoint = load_checkpoint(args.eval_checkpoint)
+    obs_dim, action_space = probe_env(args)
+    saved = checkpoint.get("args", checkpoint)
+    if saved.get("obs_normalization", "running") != "running":
+        raise InputError(f"'{args.eval_checkpoint}' was trained on observations scaled by "
+                         f"'{saved['obs_normalization']}', not by their running statistics as here")
+    actor = Actor(obs_dim, action_space, tuple(saved["hidden_sizes"]), ObservationNormalizer(obs_dim))
+    weights = checkpoint["actor"] if "actor" in checkpoint else {
+        name[len("actor."):]: value for name, value in checkpoint["agent"].items() if name.startswith("actor.")}
+    try:
+        actor.load_state_dict(weights)
+    except RuntimeError:  # the shapes of other spaces
+        raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved['env_id']}', whose spaces differ from "
+                         f"'{args.env_id}'") from None
+    run_dir = make_run_dir(args)
+    returns = evaluate(actor.to(device), args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+    returns = np.zeros(0) if returns is None else returns  # stopped by a signal
+    if len(returns):
+        print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
+              f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
+    if args.capture_video and not STOP:
+        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length, device)
+    step = checkpoint["global_step"]
+    return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
+                     "wall_seconds": time.perf_counter() - start, "eval_returns": returns, "interrupted": bool(STOP),
+                     "eval_curve": [[step, float(returns.mean())]] if len(returns) else [],
+                     "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------
-# Plumbing: input checks, stopping, checkpoints and resume, run directory, summary
+# main()
 # ---------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    check_args(args)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.num_threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    run_dir, result = evaluate_checkpoint(args, device) if args.eval_checkpoint else train(args, device)
+    eval_returns = result.pop("eval_returns")
+    summary = {"env_id": args.env_id, "seed": args.seed, **result,
+               # None when stopped before the first evaluation
+               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
+               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
+               "eval_episodes": len(eval_returns)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary: {json.dumps(summary)}")
+
+
+# ===================================================================================================
+# Plumbing: input checks, stop signals, checkpoints and resume, run directory, progress line.
+# Nothing below is reinforcement learning: a first reading can stop here.
+# ===================================================================================================
 class InputError(Exception):
-    """Bad user input: reported as one line and a non-zero exit, without a traceback."""
+    """Bad user input: reported as one line and exit status 2, without a traceback."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def check_args(args: Args) -> None:
-    if args.video_length < 0:
-        raise InputError(f"--video-length must be >= 0, got {args.video_length}")
-    positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "checkpoint_frequency",
-                "checkpoint_minutes", "num_threads", "learning_rate", "buffer_size", "batch_size",
-                "updates_per_step", "initial_alpha"]
+    positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "num_threads", "learning_rate",
+                "buffer_size", "batch_size", "initial_alpha"]
     for name in positive:
         if getattr(args, name) <= 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:
-        raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
+            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+    if args.video_length < 0:
+        raise InputError(f"--video-length must be >= 0, got {args.video_length}")
     if args.batch_size > args.buffer_size:
         raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
     if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
         raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
                          f"got {args.learning_starts}")
+    if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # env seeds (seed + offset + env) stay 32-bit
+        raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
     for name in ["gamma", "tau"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+            raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
         raise InputError(f"--hidden-sizes must be positive widths, got {args.hidden_sizes}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA device is available")
-
-
-def probe_env(env_id: str, rescale_bounds: bool) -> tuple[int, gym.spaces.Box]:
-    """Make the env once in this process, to report a bad id or unsuitable spaces in one line."""
-    env = make_env(env_id, rescale_bounds)
-    try:
-        return check_spaces(env, env_id)
-    finally:
-        env.close()
-
-
-def make_buffer(args: Args, obs_dim: int, action_dim: int, device: torch.device) -> ReplayBuffer:
-    """The replay buffer, refused up front when it would not fit in the available memory."""
-    needed = args.buffer_size * (2 * obs_dim + action_dim + 2) * 4
-    available = available_memory_bytes()
-    if needed > available:
-        raise InputError(f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.2f} GB, but only "
-                         f"{available / 1e9:.2f} GB is available")
-    return ReplayBuffer(args.buffer_size, obs_dim, action_dim, args.batch_size, args.seed, device)
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else free pages."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if args.resume and args.eval_checkpoint:
+        raise InputError("--resume and --eval-checkpoint cannot be used together")
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM (docker stop, systemd, SLURM, Ray) ask training to stop at the next safe
-    point: the step under way finishes, the checkpoint and summary are saved, and the process exits with
-    128 + the signal's number. A second signal stops the process at once."""
+    """Ctrl-C (SIGINT) and SIGTERM (docker stop, systemd, SLURM, Ray) ask training to stop after the step
+    under way: the checkpoint and summary are saved, and the process exits with 128 + the signal's number.
+    A second signal stops the process at once."""
 
     def __init__(self):
         self.signal = None
@@ -835,24 +639,56 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def save_checkpoint(args: Args, run_dir: Path, learner: tuple, session_start: float) -> None:
-    """Everything needed to continue the run exactly, replay included, written atomically (a kill during
-    the write leaves the previous checkpoint whole)."""
-    if not args.save_model:
+def save_checkpoint(state: TrainState, run_dir: Path) -> None:
+    """Every field of the state (networks, optimizers, replay buffer, generators, counters) and torch's
+    generator, in <run_dir>/<script>.pt, written atomically; nothing with --no-save-model."""
+    if not state.args.save_model:
         return
-    agent, buffer, rng, progress, obs_dim, action_dim = learner
-    train_seconds = progress.train_seconds + time.perf_counter() - session_start
-    write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save({
-        "agent": agent.state_dict(), "optimizers": {k: o.state_dict() for k, o in agent.optimizers.items()},
-        "buffer": buffer.state_dict(), "progress": {**asdict(progress), "train_seconds": train_seconds},
-        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "obs_dim": obs_dim,
-        "action_dim": action_dim, "hidden_sizes": list(args.hidden_sizes), "obs_normalization": args.obs_normalization,
-        "env_id": args.env_id, "args": asdict(args)}, f))
+    checkpoint = {"torch_rng": torch.get_rng_state()}
+    for name in (f.name for f in fields(state)):
+        value = getattr(state, name)
+        if hasattr(value, "state_dict"):
+            value = value.state_dict()
+        elif isinstance(value, np.random.Generator):
+            value = value.bit_generator.state
+        elif isinstance(value, Args):
+            value = asdict(value)
+        elif isinstance(value, dict):  # the optimizers
+            value = {key: item.state_dict() for key, item in value.items()}
+        checkpoint[name] = value
+    write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint (or a model file: an `actor` and a `global_step`) of this script, on the CPU."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
+    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
+        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
+    if not isinstance(checkpoint, dict) or not ({"agent", "actor"} & checkpoint.keys() and "global_step" in checkpoint):
+        raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
+    return checkpoint
+
+
+def restore(state: TrainState, checkpoint: dict) -> None:
+    """The inverse of save_checkpoint (the arguments excepted: parse_args took them from the checkpoint)."""
+    for name in (f.name for f in fields(state) if f.name != "args"):
+        value = getattr(state, name)
+        if hasattr(value, "load_state_dict"):
+            value.load_state_dict(checkpoint[name])
+        elif isinstance(value, np.random.Generator):
+            value.bit_generator.state = checkpoint[name]
+        elif isinstance(value, dict):  # the optimizers
+            for key, item in value.items():
+                item.load_state_dict(checkpoint[name][key])
+        else:
+            setattr(state, name, checkpoint[name])
+    torch.set_rng_state(checkpoint["torch_rng"])
 
 
 def write_atomically(path: Path, write) -> None:
-    """write(file) into a temporary file beside path, then rename it over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """write(file) into a temporary file beside path, then rename it over path: a kill during the write
+    leaves the previous file whole."""
     temporary = path.with_name(path.name + ".partial")
     with open(temporary, "wb") as f:
         write(f)
@@ -861,98 +697,219 @@ def write_atomically(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
-        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {e}") from None
-    if not isinstance(checkpoint, dict) or not ({"agent", "actor"} & checkpoint.keys()) or "obs_dim" not in checkpoint:
-        raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
-    return checkpoint
-
-
-def restore_checkpoint(args: Args, agent: SacAgent, buffer: ReplayBuffer, rng, progress: Progress, obs_dim: int,
-                       action_dim: int, device: torch.device) -> None:
-    """Load the networks, temperature, optimizers, replay, counters and random generators of --resume."""
-    checkpoint = load_checkpoint(args.resume, device)
-    if (checkpoint["obs_dim"], checkpoint["action_dim"]) != (obs_dim, action_dim):
-        raise InputError(f"--resume {args.resume} was trained on '{checkpoint['env_id']}', whose spaces "
-                         f"differ from '{args.env_id}'")
-    agent.load_state_dict(checkpoint["agent"])
-    for name, optimizer in agent.optimizers.items():
-        optimizer.load_state_dict(checkpoint["optimizers"][name])
-    try:
-        buffer.load_state_dict(checkpoint["buffer"])
-    except (KeyError, ValueError) as e:
-        raise InputError(f"the replay buffer in {args.resume} does not fit this run's: {e}") from None
-    for name, value in checkpoint["progress"].items():
-        setattr(progress, name, value)
-    rng.bit_generator.state = checkpoint["rng"]
-    torch.set_rng_state(checkpoint["torch_rng"])
-    print(f"resumed {args.resume} at step {progress.global_step:,} ({buffer.size:,} transitions in replay)",
-          flush=True)
-
-
-# flags that may differ from the saved ones when a run is resumed: they change neither what was learned
-# nor how the rest of the run learns
+# flags that change nothing learnt: a resumed run may give them other values than the saved ones
 SAFE_TO_CHANGE_ON_RESUME = {"total_timesteps", "device", "num_threads", "capture_video", "video_length", "save_model",
-                            "eval_episodes", "eval_frequency", "checkpoint_frequency", "checkpoint_minutes",
-                            "run_root", "resume"}
+                            "eval_episodes", "eval_frequency", "run_root", "resume"}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line; with --resume, the checkpoint's saved arguments are the defaults, and only flags
-    that are safe to change may differ from them."""
+    """The command line; with --resume, the checkpoint's saved arguments are the defaults, and only the
+    flags above may differ from them."""
     args = tyro.cli(Args, args=argv)
-    if not args.resume:
+    if not args.resume or args.eval_checkpoint:  # check_args refuses both together
         return args
-    if args.eval_checkpoint:
-        raise InputError("--resume and --eval-checkpoint cannot be used together")
     checkpoint = load_checkpoint(args.resume)
-    if "progress" not in checkpoint:
+    if "optimizers" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
-    known = {f.name for f in fields(Args)}
-    saved_fields = {k: tuple(v) if k == "hidden_sizes" else v for k, v in checkpoint["args"].items() if k in known}
-    saved = Args(**saved_fields)
-    args = tyro.cli(Args, args=argv, default=Args(**{**asdict(saved), "resume": args.resume}))
-    for name in sorted(known - SAFE_TO_CHANGE_ON_RESUME):
+    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    args = tyro.cli(Args, args=argv, default=saved)
+    safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
+    for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
         if getattr(args, name) != getattr(saved, name):
-            raise InputError(f"--{name.replace('_', '-')} cannot change when resuming (the run was saved with "
-                             f"{getattr(saved, name)!r}); only {', '.join(sorted(SAFE_TO_CHANGE_ON_RESUME))} can")
-    step = checkpoint["progress"]["global_step"]
-    if args.total_timesteps <= step:
-        raise InputError(f"the run in {args.resume} already reached step {step:,}: give a larger "
-                         f"--total-timesteps to continue it")
+            raise InputError(f"{flag(name)} cannot change when resuming (the run was saved with "
+                             f"{getattr(saved, name)!r}); only {safe} can")
+    if args.total_timesteps <= checkpoint["global_step"]:
+        raise InputError(f"the run in {args.resume} already reached step {checkpoint['global_step']:,}: "
+                         f"give a larger --total-timesteps to continue it")
     return args
 
 
-def main(args: Args) -> None:
-    check_args(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    if args.resume:  # the same run goes on in its own directory
-        run_dir = Path(args.resume).resolve().parent
-    else:
-        run_dir = Path(args.run_root) / f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
-    start = time.perf_counter()
-    result = evaluate_checkpoint(args, run_dir, device) if args.eval_checkpoint else train(args, run_dir, device)
-    eval_returns, wall_seconds = result.pop("eval_returns"), result.pop("train_seconds", None)
-    summary = {"env_id": args.env_id, "seed": args.seed, **result,
-               "wall_seconds": wall_seconds or time.perf_counter() - start,  # of all sessions of a resumed run
-               # None when stopped before the first evaluation
-               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
-               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
-               "eval_episodes": len(eval_returns)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"summary: {json.dumps(summary)}")
+def make_run_dir(args: Args) -> Path:
+    """A new directory {run_root}/{env_id}__{script}__{seed}__{unix time}, made atomically: a run started in
+    the same second as another gets -2 (-3, ...) appended, so two runs never share a directory."""
+    name = f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
+    for attempt in itertools.count(1):
+        run_dir = Path(args.run_root) / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
 
 
-if __name__ == "__main__":
+def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
+
+
+class ProgressLine:
+    """The progress line,
+    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | 58 steps/s | ETA 0:51:40`.
+    Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the
+    start, which the fast steps before learning starts would skew. Also counts the training seconds."""
+
+    def __init__(self, total_steps: int, state: TrainState):
+        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
+        self.session_start = time.perf_counter()
+        self.last = (state.global_step, self.session_start)
+
+    def train_seconds(self) -> float:
+        """Over all sessions of the run."""
+        return self.earlier_seconds + time.perf_counter() - self.session_start
+
+    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list) -> None:
+        now = time.perf_counter()
+        sps = (step - self.last[0]) / (now - self.last[1])
+        self.last = (step, now)
+        recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
+        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
+        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
+              f"{sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}", flush=True)
+        log(writer, step, {"charts/SPS": sps})
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as h:mm:ss, for the ETA."""
+    return str(timedelta(seconds=int(seconds)))
+
+
+# ===================================================================================================
+# Appendix: the Minitaur. `import pybullet_envs` fails on a current stack (it imports the retired `gym`),
+# so MinitaurBulletEnv reproduces MinitaurBulletEnv-v0 with the robot model that pybullet installs.
+# ===================================================================================================
+@contextlib.contextmanager
+def silenced_c_output():
+    """Hide what C code prints to stdout/stderr (pybullet's build time on import, "argv[0]=" on connect)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as devnull:
+        for fd in (1, 2):
+            os.dup2(devnull.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def load_minitaur_model() -> types.ModuleType:
+    """`pybullet_envs.bullet.minitaur` without running the package __init__ files (they import the retired
+    `gym`): empty stand-ins for the two packages are registered first."""
+    import pybullet_data
+
+    package_dir = Path(pybullet_data.getDataPath()).parent / "pybullet_envs"
+    for name, path in [("pybullet_envs", package_dir), ("pybullet_envs.bullet", package_dir / "bullet")]:
+        if name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__path__ = [str(path)]
+    return importlib.import_module("pybullet_envs.bullet.minitaur")
+
+
+class MinitaurBulletEnv(gym.Env):
+    """The Minitaur quadruped learning to walk forward (MinitaurBulletEnv-v0):
+      - observation (28 float32): 8 motor angles, velocities and torques, the base orientation quaternion;
+        bounds ±(π, motor speed limit, torque limit, 1) + 0.01;
+      - action (8 in [−1, 1]; beyond ±1.01 a ValueError): swing and extension of the four legs (the leg model);
+      - physics: a 0.01 s step = 5 substeps of 0.002 s with the DC motor model (its own PD, kp 1.0, kd 0.02) and
+        overheat protection, 300 solver iterations shared across substeps, gravity −10, pybullet_data's plane;
+        each reset reloads the robot and settles it for 100 substeps at motor angle π/2;
+      - reward: forward progress Δx − 0.005 · |τ · ω| · 0.002 s (the original uses the substep length here);
+        terminated when fallen (base up-vector · z < 0.85 or height < 0.13 m), truncated at 1000 steps;
+      - at every reset, domain randomisation from the env's seeded generator: base and leg masses ±20 %,
+        battery 14.8–16.8 V, motor viscous damping 0–0.01, foot friction 0.8–1.5;
+      - render_mode="rgb_array" renders headless (DIRECT connection, TinyRenderer)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 100}
+    CONTROL_STEP, SUBSTEPS, SOLVER_ITERATIONS = 0.01, 5, 300
+    ENERGY_WEIGHT, ACTION_TOLERANCE = 0.005, 0.01  # the original accepts actions up to ±1.01
+
+    def __init__(self, render_mode: str | None = None):
+        self.render_mode = render_mode
+        with silenced_c_output():  # pybullet is imported here, not at the top: only this env needs it
+            import pybullet
+            import pybullet_data
+            from pybullet_utils import bullet_client
+
+            self.model = load_minitaur_model()
+            self.bullet = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        self.data_path = pybullet_data.getDataPath()
+        self.substep = self.CONTROL_STEP / self.SUBSTEPS
+        motor = self.model.motor
+        high = np.concatenate([np.full(8, math.pi), np.full(8, motor.MOTOR_SPEED_LIMIT),
+                               np.full(8, motor.OBSERVED_TORQUE_LIMIT), np.ones(4)]) + 0.01
+        self.observation_space = gym.spaces.Box(-high.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (8,), np.float32)
+        self.robot = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        bullet = self.bullet
+        bullet.resetSimulation()
+        bullet.setPhysicsEngineParameter(numSolverIterations=self.SOLVER_ITERATIONS // self.SUBSTEPS)
+        bullet.setTimeStep(self.substep)
+        bullet.loadURDF(f"{self.data_path}/plane.urdf")
+        bullet.setGravity(0, 0, -10)
+        self.robot = robot = self.model.Minitaur(
+            pybullet_client=bullet, urdf_root=self.data_path, time_step=self.substep,
+            self_collision_enabled=True, accurate_motor_model_enabled=True, motor_kp=1.0, motor_kd=0.02,
+            motor_overheat_protection=True)
+        # domain randomisation of the original env, drawn from this env's seeded generator
+        rng = self.np_random
+        robot.SetBaseMass(robot.GetBaseMassFromURDF() * rng.uniform(0.8, 1.2))
+        robot.SetLegMasses([mass * rng.uniform(0.8, 1.2) for mass in robot.GetLegMassesFromURDF()])
+        robot.SetBatteryVoltage(rng.uniform(14.8, 16.8))
+        robot.SetMotorViscousDamping(rng.uniform(0.0, 0.01))
+        robot.SetFootFriction(rng.uniform(0.8, 1.5))
+        for _ in range(100):  # settle on the ground
+            robot.ApplyAction([math.pi / 2] * 8)
+            bullet.stepSimulation()
+        self.last_x = robot.GetBasePosition()[0]
+        return self._observation(), {}
+
+    def step(self, action):
+        action = np.asarray(action, np.float64)
+        if action.shape != (8,) or np.any(np.abs(action) > 1.0 + self.ACTION_TOLERANCE):
+            raise ValueError(f"Minitaur actions are 8 values in [-1, 1], got {action}")
+        motor_angles = self.robot.ConvertFromLegModel(action)
+        for _ in range(self.SUBSTEPS):
+            self.robot.ApplyAction(motor_angles)
+            self.bullet.stepSimulation()
+        x = self.robot.GetBasePosition()[0]
+        energy = abs(np.dot(self.robot.GetMotorTorques(), self.robot.GetMotorVelocities())) * self.substep
+        reward = (x - self.last_x) - self.ENERGY_WEIGHT * energy
+        self.last_x = x
+        up_z = self.bullet.getMatrixFromQuaternion(self.robot.GetBaseOrientation())[8]  # base z-axis · world z
+        fallen = up_z < 0.85 or self.robot.GetBasePosition()[2] < 0.13
+        return self._observation(), float(reward), bool(fallen), False, {}
+
+    def _observation(self) -> np.ndarray:
+        return np.asarray(self.robot.GetObservation(), np.float32)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        width, height = 480, 360
+        view = self.bullet.computeViewMatrixFromYawPitchRoll(
+            cameraTargetPosition=self.robot.GetBasePosition(), distance=1.0, yaw=0, pitch=-30, roll=0, upAxisIndex=2)
+        projection = self.bullet.computeProjectionMatrixFOV(fov=60, aspect=width / height, nearVal=0.1, farVal=100)
+        _, _, pixels, _, _ = self.bullet.getCameraImage(width, height, viewMatrix=view, projectionMatrix=projection,
+                                                        renderer=self.bullet.ER_TINY_RENDERER)
+        return np.asarray(pixels, np.uint8).reshape(height, width, 4)[:, :, :3]
+
+    def close(self):
+        if self.bullet is not None:
+            self.bullet.disconnect()
+            self.bullet = None
+
+
+if "MinitaurBulletEnv-v0" not in gym.registry:  # also imported by gymnasium as "sac_minitaur:..."
+    gym.register("MinitaurBulletEnv-v0", entry_point=MinitaurBulletEnv, max_episode_steps=1000,
+                 reward_threshold=15.0)
+
+
+if __name__ == "__main__":  # last, after the appendix: the Minitaur is registered before main() runs
     STOP.install()
     try:
         main(parse_args())
