@@ -1,28 +1,37 @@
-"""benchmarks/sweep.py on local Ray: a real CartPole sweep with a failing setting, resumed; a dying worker."""
+"""benchmarks/tools/sweep.py on local Ray: a real CartPole sweep with a failing setting, resumed; a dying worker.
+Ray and matplotlib come from benchmarks/requirements.txt: without them these tests are skipped."""
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+for module in ("ray", "matplotlib"):
+    pytest.importorskip(module, reason=f"the sweep tool needs {module}: pip install -r benchmarks/requirements.txt")
 
 SHORT = ["--", "--total-timesteps", "300", "--learning-starts", "128", "--batch-size", "64",
          "--eval-frequency", "300", "--eval-episodes", "1"]
 
 
 def sweep(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "benchmarks.tools.sweep", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
 
 
 def test_a_sweep_runs_every_seed_and_setting_reports_failures_and_resumes(tmp_path):
     arguments = ["dqn_cartpole.py", "--seeds", "1-2", "--grid", "gamma=0.99,1.5", "--sweep-dir", str(tmp_path),
-                 "--out", str(tmp_path / "table.md"), "--plot", str(tmp_path / "curves.png"), *SHORT]
+                 "--out", str(tmp_path / "table.md"), "--plot", str(tmp_path / "curves.png"), "--solved", "0",
+                 *SHORT]
     result = sweep(*arguments)
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "table.md").read_text()
     for seed in (1, 2):  # a row for every run, the failed ones included
         assert f"| --gamma 0.99 | {seed} | ok | 300 |" in table
+        row = next(line for line in table.splitlines() if line.startswith(f"| --gamma 0.99 | {seed} | ok"))
+        assert row.split("|")[7].strip() == "300"  # first solved: the first evaluation at or above --solved
         assert f"| --gamma 1.5 | {seed} | failed: exit 2, error: --gamma must be in [0, 1], got 1.5 |" in table
     assert "| --gamma 0.99 | 2 | 0 |" in table and "| --gamma 1.5 | 2 | 2 |" in table  # the medians' table
     assert (tmp_path / "curves.png").stat().st_size > 10_000
