@@ -1,8 +1,11 @@
 """sac_minitaur.py: the gymnasium Minitaur, the SAC pieces, end-to-end runs, bad input, and learning."""
 
+import collections
 import importlib.util
 import math
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from moviepy import VideoFileClip
+from torch.utils.tensorboard import SummaryWriter
 
 import sac_minitaur
 from conftest import ROOT, only_run_dir, read_summary, run_script
@@ -234,6 +238,18 @@ def test_replay_buffer_wraps_around_and_round_trips():
     assert all(torch.equal(a, b) for a, b in zip(buffer.sample(4), copy.sample(4), strict=True))
 
 
+def test_a_sampled_batch_belongs_to_the_caller():
+    """Neither the next sample() nor new transitions overwriting the buffer change a batch already drawn."""
+    buffer = sac_minitaur.ReplayBuffer(50, 2, 1, seed=0, device=CPU)
+    add_numbered(buffer, 0, 50)
+    batch = buffer.sample(16)
+    kept = [t.clone() for t in batch]
+    buffer.sample(16)
+    add_numbered(buffer, 1000, 50)  # every slot overwritten
+    assert all(torch.equal(a, b) for a, b in zip(batch, kept, strict=True))
+    assert torch.all(buffer.sample(16)[2] >= 1000)
+
+
 class CountingEnv(gym.Env):
     """obs = [t, episode]; terminates after 3 steps in even episodes, truncates after 4 in odd ones."""
 
@@ -288,6 +304,31 @@ def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets
 
 
 # ---------------------------------------------------------------------------------------------------
+# Plumbing
+# ---------------------------------------------------------------------------------------------------
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(sac_minitaur.time, "time", lambda: 1_800_000_000.5)
+    args = sac_minitaur.Args(env_id="ALE/Pong-v5", run_root=str(tmp_path / "runs"))
+    run_dirs = [sac_minitaur.make_run_dir(args) for _ in range(3)]
+    assert [d.name for d in run_dirs] == ["ALE-Pong-v5__sac_minitaur__1__1800000000",
+                                          "ALE-Pong-v5__sac_minitaur__1__1800000000-2",
+                                          "ALE-Pong-v5__sac_minitaur__1__1800000000-3"]
+    assert all(d.is_dir() for d in run_dirs)
+
+
+def test_progress_line(tmp_path, capsys):
+    writer = SummaryWriter(str(tmp_path))
+    progress = sac_minitaur.ProgressLine(300_000, SimpleNamespace(global_step=100_000, train_seconds=0.0))
+    progress.report(writer, 120_000, collections.deque([15.3, 15.3]), [[100_000, 17.2]])
+    progress.report(writer, 122_500, collections.deque(), [])
+    writer.close()
+    first, second = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"step 120,000 of 300,000 \| last 10 episodes   15\.3 \| eval   17\.20 at 100,000 \| "
+                        r"[\d,]+ steps/s \| ETA \d+:\d\d:\d\d", first), first
+    assert second.startswith("step 122,500 of 300,000 | last 10 episodes      – | eval      – | "), second
+
+
+# ---------------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------------
 def alpha_of(checkpoint: Path) -> float:
@@ -299,44 +340,58 @@ def tuned(alpha: float) -> bool:
     return abs(math.log(alpha / 0.01)) > 1e-3  # never updated: exactly 0.01
 
 
-PENDULUM_SHORT = ["--env-id", "Pendulum-v1", "--learning-starts", "300", "--batch-size", "64",
-                  "--eval-frequency", "300", "--eval-episodes", "2", "--hidden-sizes", "64", "64"]
+# small networks, a gradient step of the default batch from step 300 on: seed 1 learns Pendulum by 2,400 steps
+PENDULUM_SHORT = ["--env-id", "Pendulum-v1", "--learning-starts", "300", "--hidden-sizes", "64", "64",
+                  "--eval-frequency", "600", "--eval-episodes", "3"]
+# what this run's curve passes: about −1,300 to −1,600 at step 600, before learning (and all along without
+# learning, as with a broken update: −1,100 to −1,200); after the resume to 3,000 steps, the best evaluation of
+# seeds 1, 2 and 3 is −122, −165 and −166
+PENDULUM_UNTRAINED_BELOW, PENDULUM_LEARNT_ABOVE = -1_000, -600
 
 
 def test_pendulum_smoke_train_video_checkpoint_eval_and_resume_in_place(tmp_path):
-    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "600", "--capture-video",
+    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--total-timesteps", "2400", "--capture-video",
                         "--run-root", str(tmp_path / "train"))
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("Pendulum-v1__sac_minitaur__1__")
     summary = read_summary(run_dir)
-    assert summary["global_step"] == 600 and summary["gradient_steps"] == 300
-    assert [step for step, _ in summary["eval_curve"]] == [300, 600] and summary["eval_episodes"] == 2
-    assert -2000 < summary["eval_mean_return"] <= 0
+    assert set(summary) == {"env_id", "seed", "global_step", "gradient_steps", "sps", "wall_seconds", "eval_curve",
+                            "eval_mean_return", "eval_std_return", "eval_episodes", "interrupted"}
+    assert summary["global_step"] == 2400 and summary["gradient_steps"] == 2100 and not summary["interrupted"]
+    assert [step for step, _ in summary["eval_curve"]] == [600, 1200, 1800, 2400] and summary["eval_episodes"] == 3
     assert list(run_dir.glob("events.out.tfevents.*"))
     with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
         assert clip.duration * clip.fps >= 190  # one whole 200-step episode
 
     checkpoint = run_dir / "sac_minitaur.pt"
     saved = torch.load(checkpoint, weights_only=False)
-    assert saved["agent"]["normalizer.count"] == 600  # the observation statistics travel with the networks
-    assert tuned(alpha_of(checkpoint))
-    result = run_script("sac_minitaur.py", "--resume", str(checkpoint), "--total-timesteps", "900")
+    assert set(saved) == {"args", "agent", "optimizers", "buffer", "rng", "global_step", "gradient_steps",
+                          "eval_curve", "train_seconds", "torch_rng"}
+    assert saved["agent"]["normalizer.count"] == 2400  # the observation statistics travel with the networks
+    assert saved["buffer"]["size"] == 2400 and tuned(alpha_of(checkpoint))
+    result = run_script("sac_minitaur.py", "--resume", str(checkpoint), "--total-timesteps", "3000")
     assert result.returncode == 0, result.stderr
-    assert "resumed" in result.stdout and "at step 600 (600 transitions in replay)" in result.stdout
+    assert "resumed" in result.stdout and "at step 2,400 (2,400 transitions in replay)" in result.stdout
+    assert "step 2,500 of 3,000 | last 10 episodes" in result.stdout
     resumed = read_summary(run_dir)  # the same run directory, the same summary, continued
-    assert resumed["global_step"] == 900 and resumed["gradient_steps"] == 600  # learning went straight on
-    assert [step for step, _ in resumed["eval_curve"]] == [300, 600, 900]
-    assert resumed["eval_curve"][:2] == summary["eval_curve"]
+    assert resumed["global_step"] == 3000 and resumed["gradient_steps"] == 2700  # learning went straight on
+    assert [step for step, _ in resumed["eval_curve"]] == [600, 1200, 1800, 2400, 3000]
+    assert resumed["eval_curve"][:4] == summary["eval_curve"]
+    assert resumed["wall_seconds"] > summary["wall_seconds"]
+    curve = [mean for _, mean in resumed["eval_curve"]]
+    assert curve[0] < PENDULUM_UNTRAINED_BELOW and max(curve) > PENDULUM_LEARNT_ABOVE, curve  # it learnt
 
     result = run_script("sac_minitaur.py", "--env-id", "Pendulum-v1", "--eval-checkpoint", str(checkpoint),
                         "--eval-episodes", "3", "--run-root", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
     evaluated = read_summary(only_run_dir(tmp_path / "eval"))
-    assert evaluated["global_step"] == 900 and evaluated["eval_episodes"] == 3
+    assert evaluated["global_step"] == 3000 and evaluated["gradient_steps"] == 2700
+    assert evaluated["eval_episodes"] == 3 and evaluated["eval_checkpoint"] == str(checkpoint)
+    assert evaluated["eval_mean_return"] == pytest.approx(resumed["eval_mean_return"])  # the same greedy episodes
 
-    for args, message in [(["--total-timesteps", "1200", "--gamma", "0.9"], "--gamma cannot change when resuming"),
-                          (["--total-timesteps", "900"], "already reached step 900")]:
+    for args, message in [(["--total-timesteps", "3300", "--gamma", "0.9"], "--gamma cannot change when resuming"),
+                          (["--total-timesteps", "3000"], "already reached step 3,000")]:
         result = run_script("sac_minitaur.py", "--resume", str(checkpoint), *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
@@ -372,9 +427,13 @@ BAD_INPUTS = [
     (["--tau", "1.5"], "--tau must be in [0, 1]"),
     (["--total-timesteps", "0"], "--total-timesteps must be positive"),
     (["--seed", "-1"], "--seed must be in [0,"),
+    (["--video-length", "-1"], "--video-length must be >= 0"),
     (["--env-id", "Pendulum-v1", "--buffer-size", "100000000000000"], "does not fit in memory"),
     (["--eval-checkpoint", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+    (["--eval-checkpoint", "models/minitaur_sac.pt", "--env-id", "Pendulum-v1"], "whose spaces differ from"),
     (["--resume", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+    (["--resume", "models/minitaur_sac.pt"], "holds no training state"),
+    (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "cannot be used together"),
 ]
 
 
@@ -396,6 +455,7 @@ def test_without_pybullet_the_minitaur_says_how_to_get_it_in_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == ("error: 'MinitaurBulletEnv-v0' needs pybullet, which has wheels for Python 3.11 "
                                      "only: use Python 3.11, or `pip install pybullet==3.2.7` to build it from source")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
@@ -417,4 +477,5 @@ def test_the_committed_minitaur_model_walks(tmp_path):
                         "--eval-episodes", "2", "--run-root", str(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr
     summary = read_summary(only_run_dir(tmp_path))
+    assert summary["global_step"] == 300_000 and summary["eval_curve"] == [[300_000, summary["eval_mean_return"]]]
     assert summary["eval_mean_return"] >= 5  # it averages 24.7 over 10 episodes; standing still scores about 0
