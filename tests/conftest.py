@@ -26,3 +26,10 @@ def only_run_dir(run_root: Path) -> Path:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """The script refused its input as it should: exit status 2, one `error:` line holding message, no traceback."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

@@ -1,0 +1,88 @@
+"""What every script does alike: bad input is one `error:` line and exit status 2, before any run directory
+exists; runs started together never share a run directory."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, assert_one_line_error, read_summary, run_script
+
+BAD_INPUTS = {
+    "dqn_cartpole.py": [
+        (["--env-id", "Pendulum-v1"], "needs a Discrete action space, but 'Pendulum-v1' has Box"),
+        (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
+        (["--env-id", "no_such_module:Env-v0"], "cannot make env 'no_such_module:Env-v0'"),
+        (["--batch-size", "128", "--buffer-size", "64"], "--batch-size 128 is larger than --buffer-size 64"),
+        (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+        (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+        (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
+        (["--resume", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
+        (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "--resume and --eval-checkpoint cannot be used together"),
+        (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (128)"),
+        (["--seed", "-3"], "--seed must be in [0,"),
+        (["--hidden-sizes", "0"], "--hidden-sizes must be positive widths"),
+    ],
+    "dqn_atari.py": [
+        (["--env-id", "CartPole-v1"], "needs an Atari (ALE) env"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "unknown env 'ALE/NoSuchGame-v5'"),
+        (["--env-id", "Pong-v4"], "'Pong-v4' follows neither protocol of this file: use PongNoFrameskip-v4 (DeepMind)"),
+        (["--env-id", "MsPacmanNoFrameskip-v0"], "or ALE/MsPacman-v5 (sticky actions)"),
+        (["--buffer-size", "10", "--batch-size", "32"], "--buffer-size 10 is too small"),
+        (["--buffer-size", "100000000000"], "GB of replay memory, but only"),
+        (["--total-timesteps", "-5"], "--total-timesteps must be positive"),
+        (["--n-step", "0"], "--n-step must be positive"),
+        (["--learning-rate", "0"], "--learning-rate must be positive"),
+        (["--seed", "-1"], "--seed must be in [0,"),
+        (["--seed", "4294967296"], "--seed must be in [0,"),
+        (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (32)"),
+        (["--eval-epsilon", "1.5"], "--eval-epsilon must be in [0, 1]"),
+        (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "cannot be used together"),
+        (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
+    ],
+    "sac_minitaur.py": [
+        (["--env-id", "CartPole-v1"], "needs a continuous (Box) action space"),
+        (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
+        (["--learning-starts", "10", "--batch-size", "256"], "--learning-starts must be at least --batch-size"),
+        (["--tau", "1.5"], "--tau must be in [0, 1]"),
+        (["--total-timesteps", "0"], "--total-timesteps must be positive"),
+        (["--seed", "-1"], "--seed must be in [0,"),
+        (["--video-length", "-1"], "--video-length must be >= 0"),
+        (["--env-id", "Pendulum-v1", "--buffer-size", "100000000000000"], "does not fit in memory"),
+        (["--eval-checkpoint", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+        (["--eval-checkpoint", "models/minitaur_sac.pt", "--env-id", "Pendulum-v1"], "whose spaces differ from"),
+        (["--resume", "missing.pt"], "cannot load checkpoint 'missing.pt'"),
+        (["--resume", "models/minitaur_sac.pt"], "holds no training state"),
+        (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "cannot be used together"),
+    ],
+}
+
+
+@pytest.mark.parametrize("script, args, message",
+                         [(script, args, message) for script, cases in BAD_INPUTS.items() for args, message in cases])
+def test_bad_input_is_one_line_and_exit_2_before_any_run_directory(tmp_path, script, args, message):
+    result = run_script(script, *args, "--run-root", str(tmp_path))
+    assert_one_line_error(result, message)
+    assert "run directory" not in result.stdout and not any(tmp_path.iterdir())
+
+
+def test_two_runs_started_together_get_two_complete_separate_directories(tmp_path):
+    """Same script, seed and second: every name either run could pick for the next minute is taken already, so
+    both race for the same suffix; each must end with its own directory, checkpoint, events and summary."""
+    now = int(time.time())
+    for second in range(now, now + 60):
+        (tmp_path / f"CartPole-v1__dqn_cartpole__1__{second}").mkdir()
+    command = [sys.executable, str(ROOT / "dqn_cartpole.py"), "--total-timesteps", "600", "--learning-starts", "200",
+               "--eval-frequency", "300", "--eval-episodes", "1", "--run-root", str(tmp_path)]
+    runs = [subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    run_dirs = sorted(d for d in tmp_path.iterdir() if any(d.iterdir()))
+    assert len(run_dirs) == 2 and all("-" in d.name.rsplit("__", 1)[1] for d in run_dirs), run_dirs
+    for run_dir in run_dirs:
+        assert read_summary(run_dir)["global_step"] == 600 and read_summary(run_dir)["eval_curve"][-1][0] == 600
+        assert (run_dir / "dqn_cartpole.pt").exists() and len(list(run_dir.glob("events.out.tfevents.*"))) == 1
