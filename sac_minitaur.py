@@ -35,8 +35,9 @@ locomotion envs: Adam 7.3e-4 for actor, critics and α (tutorial and paper: 3e-4
 
 The Minitaur (appendix at the end): `import pybullet_envs` fails on a current stack, so this file defines
 and registers a gymnasium `MinitaurBulletEnv-v0`; `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")`
-works wherever this file is importable. pybullet has wheels for Python 3.11 only; elsewhere SAC runs on
-any other continuous-control env, and asking for the Minitaur says how to get pybullet, in one line.
+works wherever this file is importable. pybullet has wheels for Python 3.11 only (it builds from source on
+newer ones); without it SAC runs on any other continuous-control env, and asking for the Minitaur says how
+to get pybullet, in one line.
 
     TF-Agents (SAC tutorial)                     this file
     suite_pybullet.load('MinitaurBulletEnv-v0')  MinitaurBulletEnv (appendix), make_env(), make_vector_env()
@@ -144,8 +145,9 @@ def make_env(env_id: str, video_folder: Path | None = None, video_length: int = 
         env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
     except ModuleNotFoundError as e:
         if e.name in ("pybullet", "pybullet_data", "pybullet_utils"):
-            raise InputError(f"'{env_id}' needs pybullet, which has wheels for Python 3.11 only: use Python 3.11, "
-                             f"or `pip install pybullet==3.2.7` to build it from source") from None
+            raise InputError(f"'{env_id}' needs pybullet: `pip install pybullet==3.2.7` (on Python 3.12 and later "
+                             f"it builds from source in a few minutes, with a C++ compiler and the Python headers)"
+                             ) from None
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     except (gym.error.Error, AttributeError, TypeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None

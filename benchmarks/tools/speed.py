@@ -58,7 +58,7 @@ def main() -> None:
     for _ in range(args.repeat):  # interleaved, so that a drift of the machine affects every setting alike
         for setting in settings:
             rates[setting_name(setting)].append(learning_speed(args.script, [*script_args, *setting], args.from_step))
-    lines = [f"Command: `python {' '.join(sys.argv)}`", "", f"Machine: {machine()}", "",
+    lines = [f"Command: `python -m benchmarks.tools.speed {' '.join(sys.argv[1:])}`", "", f"Machine: {machine()}", "",
              "| setting | steps/s while learning, per run | median | whole run, median |", "|---|---|---:|---:|"]
     for name, runs in rates.items():
         lines.append(f"| {name} | {', '.join(f'{learning:.0f}' for learning, _ in runs)} | "
