@@ -499,6 +499,7 @@ class VideoWriter:
 
 def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     """Play a saved checkpoint, or a model file holding only `q_network`, `n_actions` and `env_id`."""
+    start = time.perf_counter()
     checkpoint = load_checkpoint(args.eval_checkpoint)
     n_actions = int(make_envs(args.env_id, 1).single_action_space.n)
     if n_actions != checkpoint["n_actions"]:
@@ -517,9 +518,9 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     print(f"evaluation of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
           f"over {len(scores)} games (ε = {args.eval_epsilon})")
     step = checkpoint.get("global_step", 0)
-    return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps", 0), "sps": 0.0,
-            "wall_seconds": 0.0, "eval_curve": [[step, float(scores.mean())]], **score_summary(scores),
-            "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
+    return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
+                     "wall_seconds": time.perf_counter() - start, "eval_curve": [[step, float(scores.mean())]],
+                     **score_summary(scores), "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
 
 
 def main(args: Args) -> None:
