@@ -25,7 +25,7 @@ Hyperparameters follow the TF-Agents SAC tutorial and the SAC paper — batch 25
 update per environment step, 10,000 initial random steps, target entropy −|A|; the replay keeps 1M
 transitions (the tutorial: 10,000) — except three from rl-baselines3-zoo's SAC tuned for pybullet's
 locomotion envs: Adam 7.3e-4 for actor, critics and α (tutorial and paper: 3e-4), γ = 0.98 (0.99) and
-τ = 0.02 (0.005); README, Results compares the two sets. Two choices are ours:
+τ = 0.02 (0.005); benchmarks/RESULTS.md compares the two sets. Two choices are ours:
   - α starts at 0.01 rather than 1: the Minitaur's rewards per step are tiny, and at α = 1 the entropy
     bonus would outweigh them by orders of magnitude until tuning had lowered α. Tuning still raises α
     where an env needs it, as on Pendulum.

@@ -1,7 +1,7 @@
 """A short GIF for README from a video a script wrote (GitHub shows GIFs inline, not mp4s).
 
-    python -m benchmarks.tools.gif runs/<run>/videos/agent.mp4 benchmarks/pong.gif --start 0 --seconds 20
-    python -m benchmarks.tools.gif runs/<run>/videos/<name>.mp4 benchmarks/minitaur.gif --seconds 8 --scale 0.5
+    python -m benchmarks.tools.gif runs/<run>/videos/agent.mp4 benchmarks/figures/pong.gif --start 0 --seconds 20
+    python -m benchmarks.tools.gif runs/<run>/videos/<name>.mp4 benchmarks/figures/minitaur.gif --seconds 8 --scale 0.5
 """
 
 import argparse

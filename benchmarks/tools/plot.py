@@ -1,6 +1,6 @@
 """Learning curves as PNG from run directories: every seed, their mean and their spread.
 
-    python -m benchmarks.tools.plot ~/runs/PongNoFrameskip-v4__dqn_atari__* --out benchmarks/pong.png
+    python -m benchmarks.tools.plot ~/runs/PongNoFrameskip-v4__dqn_atari__* --out benchmarks/figures/pong.png
     python -m benchmarks.tools.plot "n-step 3=runs/a*" "n-step 1=runs/b*" --out compare.png --hline 18 goal
     python -m benchmarks.tools.plot runs/* --tag charts/episodic_return --smooth 10 --out training.png
     python -m benchmarks.tools.plot ~/runs/Pong* --out pong.png --table pong.md   # and the numbers behind it
