@@ -25,11 +25,12 @@ stack). Videos show the real game in colour: a second env with the same seed pla
 
 Defaults and their sources: the Nature CNN, batch 32, γ = 0.99, the Huber loss and ε = 0.05 for evaluation
 are Nature's; Adam with lr 1e-4 (CleanRL's dqn_atari.py) and ε_Adam = 1.5e-4 (Rainbow, Hessel et al., 2018);
-n = 3 (Rainbow); the target copied every 1,000 steps and ε from 1 to 0.01 over the first 10 % of the run
-(CleanRL). Ours: a 100,000-step memory, learning from step 20,000 and a gradient step every environment step
-(Nature: every 4 steps, a 1M-step memory, from step 50,000), which learns a game in a few hundred thousand
-steps rather than millions (benchmarks/RESULTS.md). Where the CPU has bfloat16 instructions (AVX512-BF16 or
-AMX) the update runs under bf16 autocast, the Q-values still in float32.
+n = 3 (Rainbow); the target copied every 1,000 steps and ε ending at 0.01 (CleanRL). Ours: a 100,000-step
+memory, learning from step 20,000, a gradient step every environment step and ε decaying over the first
+100,000 steps (Nature: a step every 4, a 1M-step memory, learning from step 50,000, ε over 250,000 steps),
+which learns a game in a few hundred thousand steps rather than millions (benchmarks/RESULTS.md). Where the
+CPU has bfloat16 instructions (AVX512-BF16 or AMX) the update runs under bf16 autocast, the Q-values still
+in float32.
 
     TF-Agents (DQN tutorial)               this file
     -------------------------------------  -------------------------------------------------------------
@@ -105,8 +106,8 @@ class Args:
     """initial exploration ε"""
     end_e: float = 0.01
     """final exploration ε"""
-    exploration_fraction: float = 0.10
-    """fraction of total_timesteps over which ε decays linearly (of the first session, when resumed longer)"""
+    exploration_steps: int = 100_000
+    """environment steps over which ε decays linearly from start_e to end_e"""
     num_envs: int = 1
     """environments stepped at once, in C++ threads"""
 
@@ -362,7 +363,7 @@ def select_actions(q_network: QNetwork, observations: np.ndarray, epsilon: float
 @dataclass
 class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
-    args: dict  # the arguments the run started with (its ε schedule among them)
+    args: dict  # the arguments the run started with
     q_network: QNetwork
     target_network: QNetwork
     optimizer: torch.optim.Optimizer
@@ -384,7 +385,6 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
                        FrameReplayMemory(args.buffer_size, args.num_envs, args.seed), np.random.default_rng(args.seed))
     if args.resume:
         restore(state, load_checkpoint(args.resume))
-    exploration_steps = max(1, int(state.args["exploration_fraction"] * state.args["total_timesteps"]))
     bf16 = bf16_is_fast(device)
     log = Log(run_dir, args, state)
     print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
@@ -395,7 +395,7 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     lives = info["lives"].copy()
     while state.global_step < args.total_timesteps and not STOP:
         # act: ε-greedy; the emulators step in their own threads while we learn below
-        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, state.global_step)
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_steps, state.global_step)
         actions = select_actions(q_network, observations, epsilon, state.rng, n_actions, device)
         envs.send(actions)
         state.global_step += args.num_envs
@@ -549,15 +549,13 @@ class InputError(Exception):
 
 def check_args(args: Args) -> None:
     positive = ["learning_rate", "buffer_size", "batch_size", "n_step", "train_frequency", "target_network_frequency",
-                "num_envs", "total_timesteps", "num_threads", "eval_episodes", "eval_frequency"]
+                "exploration_steps", "num_envs", "total_timesteps", "num_threads", "eval_episodes", "eval_frequency"]
     for name in positive:
         if getattr(args, name) <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ["gamma", "start_e", "end_e", "eval_epsilon"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if not 0.0 < args.exploration_fraction <= 1.0:
-        raise InputError(f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}")
     if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # ALE seeds are 32-bit; evaluation adds an offset
         raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
     if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update
@@ -667,7 +665,7 @@ def load_checkpoint(path: str) -> dict:
 
 
 # flags that may differ when a run is resumed: they change neither what was learnt nor what the rest of the
-# run learns (a longer --total-timesteps keeps the saved ε schedule)
+# run learns
 SAFE_TO_CHANGE_ON_RESUME = {"total_timesteps", "device", "num_threads", "capture_video", "save_model",
                             "eval_episodes", "eval_frequency", "run_root", "resume"}
 

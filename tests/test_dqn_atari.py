@@ -240,7 +240,7 @@ def test_the_defaults_are_the_recipe_the_results_describe():
     """benchmarks/RESULTS.md's default-recipe runs used exactly these: change one and they no longer apply."""
     recipe = {"env_id": "PongNoFrameskip-v4", "learning_rate": 1e-4, "buffer_size": 100_000, "batch_size": 32,
               "gamma": 0.99, "n_step": 3, "double_dqn": True, "learning_starts": 20_000, "train_frequency": 1,
-              "target_network_frequency": 1_000, "start_e": 1.0, "end_e": 0.01, "exploration_fraction": 0.1,
+              "target_network_frequency": 1_000, "start_e": 1.0, "end_e": 0.01, "exploration_steps": 100_000,
               "num_envs": 1, "total_timesteps": 300_000, "eval_episodes": 10, "eval_frequency": 25_000,
               "eval_epsilon": 0.05}
     args = dqn_atari.Args()
