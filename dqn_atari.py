@@ -720,7 +720,8 @@ class Log:
         self.total, self.num_envs = args.total_timesteps, args.num_envs
         self.scores, self.lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
         self.recent = collections.deque(maxlen=10)  # the last 10 games' scores
-        self.last_scores, self.last_eval = np.zeros(0), None
+        self.last_scores = np.zeros(0)
+        self.last_eval = tuple(state.eval_curve[-1]) if state.eval_curve else None  # a resumed run's latest
         self.start = self.mark = (state.global_step, time.perf_counter())
         self.seconds_before = state.train_seconds
 

@@ -1,6 +1,7 @@
 """dqn_atari.py end to end (short Pong runs), resume, its protocols and preprocessing, and its bad-input errors."""
 
 import shutil
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -101,6 +102,15 @@ def test_resume_refuses_unsafe_flags_and_bad_files(trained_run, tmp_path):
     ]
     for args, message in cases:
         assert_one_line_error(run_script("dqn_atari.py", *args), message)
+
+
+def test_the_progress_line_of_a_resumed_run_shows_its_latest_evaluation(tmp_path, capsys):
+    args = dqn_atari.Args(resume="run/dqn_atari.pt", total_timesteps=40_000)
+    state = SimpleNamespace(global_step=20_000, train_seconds=100.0, eval_curve=[[10_000, -20.5], [20_000, -19.0]])
+    log = dqn_atari.Log(tmp_path, args, state)
+    log.progress(30_000, epsilon=0.5)
+    log.close()
+    assert "| eval  -19.00 at 20,000 |" in capsys.readouterr().out
 
 
 @pytest.fixture
