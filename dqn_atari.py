@@ -721,7 +721,7 @@ class Log:
         self.scores, self.lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
         self.recent = collections.deque(maxlen=10)  # the last 10 games' scores
         self.last_scores = np.zeros(0)
-        self.last_eval = tuple(state.eval_curve[-1]) if state.eval_curve else None  # a resumed run's latest
+        self.eval_curve = state.eval_curve  # the run's own list: a resumed run's earlier evaluations included
         self.start = self.mark = (state.global_step, time.perf_counter())
         self.seconds_before = state.train_seconds
 
@@ -744,7 +744,7 @@ class Log:
             return
         step = state.global_step
         state.eval_curve.append([step, float(scores.mean())])
-        self.last_scores, self.last_eval = scores, (step, scores.mean())
+        self.last_scores = scores
         self.writer.add_scalar("eval/mean_return", scores.mean(), step)
         print(f"step {step:>10,} | eval {scores.mean():7.2f} ± {scores.std():.2f} over {len(scores)} games",
               flush=True)
@@ -758,7 +758,7 @@ class Log:
         self.writer.add_scalar("charts/SPS", sps, step)
         self.writer.add_scalar("charts/epsilon", epsilon, step)
         recent = f"{np.mean(self.recent):7.1f}" if self.recent else "      –"
-        evaluation = f"{self.last_eval[1]:7.2f} at {self.last_eval[0]:,}" if self.last_eval else "      –"
+        evaluation = f"{self.eval_curve[-1][1]:7.2f} at {self.eval_curve[-1][0]:,}" if self.eval_curve else "      –"
         print(f"step {step:>10,} of {self.total:,} | last 10 games {recent} | eval {evaluation} | ε {epsilon:.3f} | "
               f"{sps:,.0f} steps/s | ETA {format_duration((self.total - step) / sps)}", flush=True)
 

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--cleanrl", type=Path, required=True, help="a checkout of github.com/vwxyzjn/cleanrl")
     parser.add_argument("--python", required=True, help="the python of a venv in which CleanRL's file runs")
     parser.add_argument("--env-id", default="PongNoFrameskip-v4")
-    parser.add_argument("--total-timesteps", type=int, default=20_000)
+    parser.add_argument("--total-timesteps", type=int, default=15_000)
     parser.add_argument("--learning-starts", type=int, default=5_000)
     parser.add_argument("--from-step", type=int, default=6_000, help="measure from this step on")
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting, alternating")
