@@ -23,6 +23,10 @@ def scalar_steps(run_dir, tag):
     return [e.step for e in events.Scalars(tag)]
 
 
+# under pytest-xdist the tests using trained_run go to one worker, which trains it once
+shares_trained_run = pytest.mark.xdist_group("trained_run")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A 400-step Pong run with colour videos, learning from step 200."""
@@ -33,6 +37,7 @@ def trained_run(tmp_path_factory):
     return result, only_run_dir(root)
 
 
+@shares_trained_run
 def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     result, run_dir = trained_run
     assert "(ALE/Pong-v5, 6 actions, cpu" in result.stdout
@@ -65,6 +70,7 @@ def resume(run_dir, *args):
     return run_script("dqn_atari.py", "--resume", str(run_dir / "dqn_atari.pt"), *args)
 
 
+@shares_trained_run
 def test_resume_continues_the_same_run_in_its_directory(trained_run, tmp_path):
     _, original = trained_run
     first = read_summary(original)
@@ -84,6 +90,7 @@ def test_resume_continues_the_same_run_in_its_directory(trained_run, tmp_path):
     assert summary["gradient_steps"] == first["gradient_steps"] + 200
 
 
+@shares_trained_run
 def test_resume_refuses_unsafe_flags_and_bad_files(trained_run, tmp_path):
     _, run_dir = trained_run
     checkpoint = run_dir / "dqn_atari.pt"
