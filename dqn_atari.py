@@ -195,8 +195,11 @@ class QNetwork(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        # uint8 crosses to the device (4× less data than float); channels-last convolutions are faster on CPU
-        features = self.net[:-1](frames.to(dtype=torch.float32, memory_format=torch.channels_last).div_(255.0))
+        # uint8 crosses to the device (4× less data than float) and becomes the convolutions' dtype at once (bf16
+        # under autocast); channels-last convolutions are faster on CPU
+        device = frames.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        features = self.net[:-1](frames.to(dtype=dtype, memory_format=torch.channels_last).div_(255.0))
         with torch.autocast(features.device.type, enabled=False):  # Q-values in float32, also under bf16:
             return self.net[-1](features.float())  # the gaps between actions' values are small
 
@@ -386,6 +389,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     if args.resume:
         restore(state, load_checkpoint(args.resume))
     bf16 = bf16_is_fast(device)
+    if bf16:  # the target network runs only under autocast: its layers before the Q-values are held in bf16 rather
+        state.target_network.net[:-1].to(torch.bfloat16)  # than cast at every step (the same numbers)
     log = Log(run_dir, args, state)
     print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
           flush=True)

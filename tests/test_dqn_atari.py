@@ -1,5 +1,6 @@
 """dqn_atari.py end to end (short Pong runs), resume, its protocols and preprocessing, and its bad-input errors."""
 
+import copy
 import shutil
 from types import SimpleNamespace
 
@@ -220,6 +221,21 @@ def test_q_values_stay_float32_under_bf16_autocast():
     frames = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dqn_atari.QNetwork(6)(frames).dtype == torch.float32
+
+
+def test_a_target_network_held_in_bf16_computes_what_autocast_would():
+    """Under the bf16 update, train() keeps the target network's layers before the Q-values in bf16 instead
+    of letting autocast cast them at every step: the same Q-values to the bit, still in float32."""
+    torch.manual_seed(0)
+    network = dqn_atari.QNetwork(6)
+    held = copy.deepcopy(network)
+    held.net[:-1].to(torch.bfloat16)
+    frames = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        cast_each_time, from_held = network(frames), held(frames)
+    assert from_held.dtype == torch.float32 and torch.equal(from_held, cast_each_time)
+    held.load_state_dict(network.state_dict())  # the target refresh casts as it copies
+    assert held.net[0].weight.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("double_dqn", [False, True])
