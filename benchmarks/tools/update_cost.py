@@ -25,7 +25,9 @@ def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf1
     torch.manual_seed(0)
     q_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
     target_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4, eps=1.5e-4)
+    if bf16:  # as train() holds it
+        target_network.net[:-1].to(torch.bfloat16)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=1e-4, eps=1.5e-4, fused=True)  # as train() builds it
     frames = lambda: torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8)  # noqa: E731
     batch = [frames(), torch.randint(0, 6, (batch_size,)), torch.randn(batch_size), frames(),
              torch.full((batch_size,), 0.97)]
