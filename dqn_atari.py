@@ -200,7 +200,7 @@ class QNetwork(nn.Module):
         device = frames.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
         features = self.net[:-1](frames.to(dtype=dtype, memory_format=torch.channels_last).div_(255.0))
-        with torch.autocast(features.device.type, enabled=False):  # Q-values in float32, also under bf16:
+        with torch.autocast(device, enabled=False):  # Q-values in float32, also under bf16:
             return self.net[-1](features.float())  # the gaps between actions' values are small
 
 
