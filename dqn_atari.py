@@ -195,13 +195,19 @@ class QNetwork(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        # uint8 crosses to the device (4× less data than float) and becomes the convolutions' dtype at once (bf16
-        # under autocast); channels-last convolutions are faster on CPU
+        """Q-values of uint8 frame stacks, or of stacks already through `prepare`."""
+        features = self.net[:-1](self.prepare(frames) if frames.dtype == torch.uint8 else frames)
+        with torch.autocast(frames.device.type, enabled=False):  # Q-values in float32, also under bf16:
+            return self.net[-1](features.float())  # the gaps between actions' values are small
+
+    @staticmethod
+    def prepare(frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (4× less data than float to move to the device) in [0, 1], in the convolutions' dtype (bf16
+        under autocast) and channels-last (faster convolutions on CPU); converting before the layout change is
+        cheaper than both at once."""
         device = frames.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
-        features = self.net[:-1](frames.to(dtype=dtype, memory_format=torch.channels_last).div_(255.0))
-        with torch.autocast(device, enabled=False):  # Q-values in float32, also under bf16:
-            return self.net[-1](features.float())  # the gaps between actions' values are small
+        return frames.to(dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -335,6 +341,7 @@ def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Ten
     """Huber(y − Q(s, a; θ)) with the n-step target y = R + discount · Q(s', a*; θ⁻), where a* is the target
     network's own argmax, or the online network's with double_dqn; also returns Q(s, a; θ) for logging."""
     obs, actions, returns, next_obs, discounts = batch
+    obs, next_obs = q_network.prepare(obs), q_network.prepare(next_obs)  # once each, though next_obs is used twice
     with torch.no_grad():
         next_q = target_network(next_obs)
         best = (q_network(next_obs) if double_dqn else next_q).argmax(dim=1, keepdim=True)

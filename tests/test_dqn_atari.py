@@ -223,6 +223,19 @@ def test_q_values_stay_float32_under_bf16_autocast():
         assert dqn_atari.QNetwork(6)(frames).dtype == torch.float32
 
 
+def test_frames_are_prepared_as_pixels_over_255_in_the_update_dtype_and_channels_last():
+    """td_loss prepares each batch once and hands the result to the networks: it must be what the networks
+    would compute from the uint8 frames themselves."""
+    torch.manual_seed(0)
+    network, frames = dqn_atari.QNetwork(6), torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16), torch.no_grad():
+            prepared = dqn_atari.QNetwork.prepare(frames)
+            assert prepared.dtype == dtype and prepared.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(prepared, (frames.float() / 255.0).to(dtype))
+            assert torch.equal(network(prepared), network(frames))
+
+
 def test_a_target_network_held_in_bf16_computes_what_autocast_would():
     """Under the bf16 update, train() keeps the target network's layers before the Q-values in bf16 instead
     of letting autocast cast them at every step: the same Q-values to the bit, still in float32."""
