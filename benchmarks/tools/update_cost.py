@@ -2,9 +2,11 @@
 
     python -m benchmarks.tools.update_cost                        # threads 2 and 1, batch 16/32/64, ± Double DQN
     python -m benchmarks.tools.update_cost --threads 2 --batch 32 --out update_cost.md
+    python -m benchmarks.tools.update_cost --compile              # td_loss through torch.compile as well
 
 The update is dqn_atari.td_loss + backward + Adam on a fixed random batch of uint8 frames, so only the
-arithmetic is timed (no emulator, no replay sampling): the median of --steps steps after 8 warm-up steps.
+arithmetic is timed (no emulator, no replay sampling): the median of --steps steps after 8 warm-up steps
+(with --compile, after the compilation, which the first of them pays).
 Nothing else may run on the machine meanwhile.
 """
 
@@ -20,7 +22,8 @@ import dqn_atari
 from benchmarks.tools.common import machine, report
 
 
-def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf16: bool, steps: int) -> float:
+def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf16: bool, steps: int,
+                            compiled: bool = False) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     q_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
@@ -31,11 +34,12 @@ def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf1
     frames = lambda: torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8)  # noqa: E731
     batch = [frames(), torch.randint(0, 6, (batch_size,)), torch.randn(batch_size), frames(),
              torch.full((batch_size,), 0.97)]
+    td_loss = torch.compile(dqn_atari.td_loss) if compiled else dqn_atari.td_loss
     times = []
     for step in range(8 + steps):
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = dqn_atari.td_loss(q_network, target_network, batch, double_dqn)
+            loss, _ = td_loss(q_network, target_network, batch, double_dqn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -49,16 +53,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 16, 64])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--compile", action="store_true", help="also time td_loss through torch.compile")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args()
+    variants = [(False, False), (True, False)] + [(False, True), (True, True)] * args.compile  # (bf16, compile)
+    names = [("bf16 autocast" if bf16 else "float32") + (", compiled" if compiled else "")
+             for bf16, compiled in variants]
     lines = [f"Machine: {machine()}; CPU bf16 instructions: {dqn_atari.bf16_is_fast(torch.device('cpu'))}", "",
-             "| threads | batch | Double DQN | float32 (ms) | bf16 autocast (ms) | float32 / bf16 |",
-             "|---:|---:|---|---:|---:|---:|"]
+             "| threads | batch | Double DQN | " + " | ".join(f"{name} (ms)" for name in names) + " | float32 / bf16 |",
+             "|---:|---:|---|" + "---:|" * (len(names) + 1)]
     for threads, batch_size, double_dqn in itertools.product(args.threads, args.batch, [True, False]):
-        fp32, bf16 = (milliseconds_per_update(threads, batch_size, double_dqn, use_bf16, args.steps)
-                      for use_bf16 in (False, True))
-        lines.append(f"| {threads} | {batch_size} | {'yes' if double_dqn else 'no'} | {fp32:.1f} | {bf16:.1f} | "
-                     f"{fp32 / bf16:.2f} |")
+        ms = [milliseconds_per_update(threads, batch_size, double_dqn, bf16, args.steps, compiled)
+              for bf16, compiled in variants]
+        lines.append(f"| {threads} | {batch_size} | {'yes' if double_dqn else 'no'} | "
+                     + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[0] / ms[1]:.2f} |")
     report(lines, args.out)
 
 
