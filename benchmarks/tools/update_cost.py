@@ -23,7 +23,7 @@ from benchmarks.tools.common import machine, report
 
 
 def milliseconds_per_update(threads: int, batch_size: int, double_dqn: bool, bf16: bool, steps: int,
-                            compiled: bool = False) -> float:
+                            compiled: bool) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     q_network = dqn_atari.QNetwork(6).to(memory_format=torch.channels_last)
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time td_loss through torch.compile")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args()
-    variants = [(False, False), (True, False)] + [(False, True), (True, True)] * args.compile  # (bf16, compile)
+    variants = [(False, False), (True, False)] + [(False, True), (True, True)] * args.compile  # (bf16, compiled)
     names = [("bf16 autocast" if bf16 else "float32") + (", compiled" if compiled else "")
              for bf16, compiled in variants]
     lines = [f"Machine: {machine()}; CPU bf16 instructions: {dqn_atari.bf16_is_fast(torch.device('cpu'))}", "",
