@@ -272,6 +272,26 @@ def test_td_loss_bootstraps_from_the_target_network_with_the_sampled_discount(do
     assert all(p.grad is None for p in target_network.parameters())
 
 
+def test_the_benchmarks_merged_forward_pass_computes_the_same_update():
+    """benchmarks/tools/update_cost.py times a td_loss reading s and s′ in one online pass: it must be the same
+    loss and gradient as dqn_atari's, or its timing compares two different updates."""
+    from benchmarks.tools.update_cost import merged_td_loss
+
+    torch.manual_seed(0)
+    q_network, target_network = dqn_atari.QNetwork(6), dqn_atari.QNetwork(6)
+    frames = lambda: torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)  # noqa: E731
+    batch = [frames(), torch.randint(0, 6, (8,)), torch.randn(8), frames(), torch.full((8,), 0.97)]
+    gradients = []
+    for td_loss in (dqn_atari.td_loss, merged_td_loss):
+        q_network.zero_grad()
+        loss, _ = td_loss(q_network, target_network, batch, True)
+        loss.backward()
+        gradients.append((loss.item(), [p.grad.clone() for p in q_network.parameters()]))
+    (loss, grads), (merged_loss, merged_grads) = gradients
+    assert merged_loss == pytest.approx(loss, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(grads, merged_grads, strict=True))
+
+
 # greedy, their first evaluation game: Pong won 21-0 (a random agent scores about −20), River Raid 6,060
 # points (a random agent: 1,640 ± 417)
 @pytest.mark.parametrize(("model", "env_id", "at_least"), [("pong_dqn.pt", "PongNoFrameskip-v4", 10),
