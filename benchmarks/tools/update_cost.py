@@ -8,8 +8,8 @@
 The update is dqn_atari.td_loss + backward + Adam on a fixed random batch of uint8 frames, so only the
 arithmetic is timed (no emulator, no replay sampling): the median of --steps steps after 8 warm-up steps
 (with --compile, after the compilation, which the first of them pays). --merged also times a td_loss whose online
-network reads s and s′ in one forward pass of twice the batch (the Double DQN argmax taken from its detached
-second half), so that the backward pass runs over both.
+network reads s and s′ in one forward pass of twice the batch (the Double DQN argmax taken from its second
+half), so that the backward pass runs over both.
 Nothing else may run on the machine meanwhile.
 """
 
@@ -33,7 +33,7 @@ def merged_td_loss(q_network, target_network, batch, double_dqn):
     q, next_online = q_network(both).chunk(2)
     with torch.no_grad():
         next_q = target_network(both[len(obs):])
-        best = next_online.detach().argmax(dim=1, keepdim=True)
+        best = next_online.argmax(dim=1, keepdim=True)  # an index: no gradient flows through it
         td_target = returns + discounts * next_q.gather(1, best).squeeze(1)
     q_taken = q.gather(1, actions.unsqueeze(1)).squeeze(1)
     return F.huber_loss(q_taken, td_target), q_taken
