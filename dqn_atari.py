@@ -60,6 +60,7 @@ import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,8 @@ EVAL_SEED_OFFSET = 10_000  # evaluation envs get seed + this: never the training
 FRAME_SHAPE = (84, 84)
 SCREEN_SHAPE = (210, 160)  # the ALE screen, for videos
 STACK = 4
+LOG_EVERY = 100  # gradient steps between two TensorBoard points of the losses
+PROGRESS_EVERY = 10_000  # environment steps between two progress lines
 
 
 @dataclass
@@ -385,7 +388,7 @@ class TrainState:
     train_seconds: float = 0.0  # of the earlier sessions of this run
 
 
-def train(args: Args, run_dir: Path, device: torch.device) -> dict:
+def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     envs = make_envs(args.env_id, args.num_envs)
     n_actions = int(envs.single_action_space.n)
     life_loss_ends_value = atari_settings(args.env_id)["life_loss_ends_value"]
@@ -398,11 +401,18 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
     bf16 = bf16_is_fast(device)
     if bf16:  # the target network runs only under autocast: its layers before the Q-values are held in bf16 rather
         state.target_network.net[:-1].to(torch.bfloat16)  # than cast at every step (the same numbers)
-    log = Log(run_dir, args, state)
+    run_dir = Path(args.resume).resolve().parent if args.resume else make_run_dir(args)  # the input is checked
     print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
           flush=True)
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
+    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
+    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
+    game_scores, game_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)  # the games in play
+    recent_scores, eval_scores = collections.deque(maxlen=10), np.zeros(0)
 
-    observations, info = envs.reset(seed=args.seed + state.global_step)  # a resumed run starts new games
+    observations, info = envs.reset(seed=args.seed + start_step)  # a resumed run starts new games
     state.memory.start_games(observations)
     lives = info["lives"].copy()
     while state.global_step < args.total_timesteps and not STOP:
@@ -423,7 +433,8 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
             loss.backward()
             state.optimizer.step()
             state.gradient_steps += 1
-            log.losses(state.gradient_steps, step, loss, q_taken)
+            if state.gradient_steps % LOG_EVERY == 0:
+                log(writer, step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()})
         if crossings(step, args.num_envs, args.target_network_frequency):
             state.target_network.load_state_dict(q_network.state_dict())
 
@@ -436,25 +447,42 @@ def train(args: Args, run_dir: Path, device: torch.device) -> dict:
         lives = info["lives"].copy()
         observations = next_observations
 
-        log.games(step, rewards, game_over)
+        game_scores += rewards
+        game_lengths += 1
+        for env in np.flatnonzero(game_over):
+            recent_scores.append(float(game_scores[env]))
+            log(writer, step, {"charts/episodic_return": game_scores[env], "charts/episodic_length": game_lengths[env]})
+            game_scores[env], game_lengths[env] = 0.0, 0
+
+        if crossings(step, args.num_envs, PROGRESS_EVERY):
+            progress.report(writer, step, recent_scores, state.eval_curve, epsilon)
         if crossings(step, args.num_envs, args.eval_frequency) or step >= args.total_timesteps:
             video = run_dir / "videos" / f"step-{step:09d}.mp4" if args.capture_video else None
-            log.evaluation(state, evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon,
-                                           args.seed + EVAL_SEED_OFFSET, device, video))
-            save_checkpoint(args, state, run_dir, log)
-        log.progress(step, epsilon)
+            scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon,
+                              args.seed + EVAL_SEED_OFFSET, device, video)
+            if scores is not None:  # None: a stop was asked for during the evaluation
+                eval_scores = scores
+                state.eval_curve.append([step, float(scores.mean())])
+                log(writer, step, {"eval/mean_return": scores.mean()})
+                print(f"step {step:,} | eval {scores.mean():.2f} ± {scores.std():.2f} over {len(scores)} games",
+                      flush=True)
+                state.train_seconds = progress.train_seconds()
+                save_checkpoint(args, state, run_dir)
 
+    session_seconds = time.perf_counter() - progress.session_start
+    state.train_seconds = progress.train_seconds()
     if STOP:
-        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: saving", flush=True)
-        save_checkpoint(args, state, run_dir, log)
+        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
+              f"saving what was learned", flush=True)
+        save_checkpoint(args, state, run_dir)
     if args.capture_video and not STOP:
         evaluate(q_network, args.env_id, 1, 1.0, args.seed + EVAL_SEED_OFFSET, device,
                  run_dir / "videos" / "random-agent.mp4")
-    log.close()
+    writer.close()
     envs.close()
-    return {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
-            "sps": log.session_sps(state.global_step), "wall_seconds": state.train_seconds,
-            "eval_curve": state.eval_curve, **score_summary(log.last_scores), "interrupted": bool(STOP)}
+    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
+                     "eval_curve": state.eval_curve, "eval_returns": eval_scores, "interrupted": bool(STOP)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -532,7 +560,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     step = checkpoint.get("global_step", 0)
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
                      "wall_seconds": time.perf_counter() - start, "eval_curve": [[step, float(scores.mean())]],
-                     **score_summary(scores), "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
+                     "eval_returns": scores, "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
 
 
 def main(args: Args) -> None:
@@ -541,18 +569,19 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.num_threads)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    if args.eval_checkpoint:
-        run_dir, result = evaluate_checkpoint(args, device)
-    else:
-        run_dir = Path(args.resume).resolve().parent if args.resume else make_run_dir(args)
-        result = train(args, run_dir, device)
-    summary = {"env_id": args.env_id, "seed": args.seed, **result}
+    run_dir, result = evaluate_checkpoint(args, device) if args.eval_checkpoint else train(args, device)
+    eval_scores = result.pop("eval_returns")
+    summary = {"env_id": args.env_id, "seed": args.seed, **result,
+               # None when stopped before the first evaluation
+               "eval_mean_return": float(eval_scores.mean()) if len(eval_scores) else None,
+               "eval_std_return": float(eval_scores.std()) if len(eval_scores) else None,
+               "eval_episodes": len(eval_scores)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {json.dumps(summary)}")
 
 
 # ===================================================================================================
-# Plumbing: input checks, stop signals, checkpoints and resume, run directory, logging and progress.
+# Plumbing: input checks, stop signals, checkpoints and resume, run directory, progress line.
 # Nothing below is reinforcement learning: a first reading can stop here.
 # ===================================================================================================
 class InputError(Exception):
@@ -624,10 +653,9 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def save_checkpoint(args: Args, state: TrainState, run_dir: Path, log: Log) -> None:
+def save_checkpoint(args: Args, state: TrainState, run_dir: Path) -> None:
     """The whole TrainState (replay memory included), so that --resume continues exactly; plus what
     --eval-checkpoint needs to rebuild the network. Written at every evaluation and when the run stops."""
-    state.train_seconds = log.train_seconds()
     if not args.save_model:
         return
     saved = {f.name: saveable(getattr(state, f.name)) for f in fields(state)}
@@ -716,78 +744,36 @@ def make_run_dir(args: Args) -> Path:
             continue
 
 
-LOG_EVERY = 100  # gradient steps between two TensorBoard points of the loss
-PROGRESS_EVERY = 10_000  # environment steps between two progress lines
+def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, step)
 
 
-class Log:
-    """TensorBoard scalars, the real scores of finished games, and the progress line with its ETA."""
+class ProgressLine:
+    """The progress line,
+    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | ε 0.010 | 58 steps/s | ETA 0:51:40`.
+    Steps/s (also to TensorBoard, with ε) and the ETA come from the steps since the previous line, not since
+    the start, which the fast steps before learning starts would skew. Also counts the training seconds."""
 
-    def __init__(self, run_dir: Path, args: Args, state: TrainState):
-        # a resumed run continues its TensorBoard run, hiding what was logged after its checkpoint
-        self.writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
-        if not args.resume:
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
-                f"|{k}|{v}|" for k, v in asdict(args).items()))
-        self.total, self.num_envs = args.total_timesteps, args.num_envs
-        self.scores, self.lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)
-        self.recent = collections.deque(maxlen=10)  # the last 10 games' scores
-        self.last_scores = np.zeros(0)
-        self.eval_curve = state.eval_curve  # the run's own list: a resumed run's earlier evaluations included
-        self.start = self.mark = (state.global_step, time.perf_counter())
-        self.seconds_before = state.train_seconds
-
-    def losses(self, gradient_steps: int, step: int, loss: torch.Tensor, q_taken: torch.Tensor) -> None:
-        if gradient_steps % LOG_EVERY == 0:
-            self.writer.add_scalar("losses/td_loss", loss.item(), step)
-            self.writer.add_scalar("losses/q_values", q_taken.mean().item(), step)
-
-    def games(self, step: int, rewards: np.ndarray, game_over: np.ndarray) -> None:
-        self.scores += rewards
-        self.lengths += 1
-        for env in np.flatnonzero(game_over):
-            self.recent.append(float(self.scores[env]))
-            self.writer.add_scalar("charts/episodic_return", self.scores[env], step)
-            self.writer.add_scalar("charts/episodic_length", self.lengths[env], step)
-            self.scores[env], self.lengths[env] = 0.0, 0
-
-    def evaluation(self, state: TrainState, scores: np.ndarray | None) -> None:
-        if scores is None:  # a stop was asked for during the evaluation
-            return
-        step = state.global_step
-        state.eval_curve.append([step, float(scores.mean())])
-        self.last_scores = scores
-        self.writer.add_scalar("eval/mean_return", scores.mean(), step)
-        print(f"step {step:>10,} | eval {scores.mean():7.2f} ± {scores.std():.2f} over {len(scores)} games",
-              flush=True)
-
-    def progress(self, step: int, epsilon: float) -> None:
-        if not crossings(step, self.num_envs, PROGRESS_EVERY):
-            return
-        now = time.perf_counter()  # the rate since the previous line: the fast random steps before learning
-        sps = (step - self.mark[0]) / (now - self.mark[1])  # starts would make a long run's ETA far too short
-        self.mark = (step, now)
-        self.writer.add_scalar("charts/SPS", sps, step)
-        self.writer.add_scalar("charts/epsilon", epsilon, step)
-        recent = f"{np.mean(self.recent):7.1f}" if self.recent else "      –"
-        evaluation = f"{self.eval_curve[-1][1]:7.2f} at {self.eval_curve[-1][0]:,}" if self.eval_curve else "      –"
-        print(f"step {step:>10,} of {self.total:,} | last 10 games {recent} | eval {evaluation} | ε {epsilon:.3f} | "
-              f"{sps:,.0f} steps/s | ETA {format_duration((self.total - step) / sps)}", flush=True)
+    def __init__(self, total_steps: int, state: TrainState):
+        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
+        self.session_start = time.perf_counter()
+        self.last = (state.global_step, self.session_start)
 
     def train_seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.start[1]
+        """Over all sessions of the run."""
+        return self.earlier_seconds + time.perf_counter() - self.session_start
 
-    def session_sps(self, step: int) -> float:
-        return (step - self.start[0]) / (time.perf_counter() - self.start[1])
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def score_summary(scores: np.ndarray) -> dict:
-    """The last evaluation's statistics for summary.json (None before the first evaluation)."""
-    return {"eval_mean_return": float(scores.mean()) if len(scores) else None,
-            "eval_std_return": float(scores.std()) if len(scores) else None, "eval_episodes": len(scores)}
+    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list, epsilon: float) -> None:
+        now = time.perf_counter()
+        sps = (step - self.last[0]) / (now - self.last[1])
+        self.last = (step, now)
+        recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
+        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
+        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
+              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}",
+              flush=True)
+        log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
 
 
 def crossings(step: int, increment: int, period: int) -> int:
@@ -796,8 +782,8 @@ def crossings(step: int, increment: int, period: int) -> int:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    """Seconds as h:mm:ss, for the ETA."""
+    return str(timedelta(seconds=int(seconds)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """dqn_atari.py end to end (short Pong runs), resume, its protocols and preprocessing, and its bad-input errors."""
 
+import collections
 import copy
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 from moviepy import VideoFileClip
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 import dqn_atari
 from conftest import ROOT, assert_one_line_error, only_run_dir, read_summary, run_script
@@ -113,12 +116,13 @@ def test_resume_refuses_unsafe_flags_and_bad_files(trained_run, tmp_path):
 
 
 def test_the_progress_line_of_a_resumed_run_shows_its_latest_evaluation(tmp_path, capsys):
-    args = dqn_atari.Args(resume="run/dqn_atari.pt", total_timesteps=40_000)
-    state = SimpleNamespace(global_step=20_000, train_seconds=100.0, eval_curve=[[10_000, -20.5], [20_000, -19.0]])
-    log = dqn_atari.Log(tmp_path, args, state)
-    log.progress(30_000, epsilon=0.5)
-    log.close()
-    assert "| eval  -19.00 at 20,000 |" in capsys.readouterr().out
+    writer = SummaryWriter(str(tmp_path))
+    progress = dqn_atari.ProgressLine(40_000, SimpleNamespace(global_step=20_000, train_seconds=100.0))
+    progress.report(writer, 30_000, collections.deque([-20.0, -19.0]), [[10_000, -20.5], [20_000, -19.0]], 0.5)
+    writer.close()
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"step 30,000 of 40,000 \| last 10 episodes  -19\.5 \| eval  -19\.00 at 20,000 \| ε 0\.500 \| "
+                        r"[\d,]+ steps/s \| ETA \d+:\d\d:\d\d", line), line
 
 
 @pytest.fixture
@@ -139,8 +143,9 @@ def record_training(monkeypatch, tmp_path):
 
     def record(env_id, total_timesteps):
         args = dqn_atari.Args(env_id=env_id, total_timesteps=total_timesteps, buffer_size=3000, learning_starts=3000,
-                              eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu")
-        dqn_atari.train(args, tmp_path, torch.device("cpu"))
+                              eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu",
+                              run_root=str(tmp_path))
+        dqn_atari.train(args, torch.device("cpu"))
         return steps
     return record
 
@@ -157,7 +162,7 @@ def test_life_loss_ends_the_value_for_learning_but_the_game_goes_on_and_scores_a
 
     first_game_end = next(k for k, s in enumerate(steps) if s[2][0])
     clipped_score = sum(s[0][0] for s in steps[: first_game_end + 1])
-    events = EventAccumulator(str(tmp_path))
+    events = EventAccumulator(str(only_run_dir(tmp_path)))
     events.Reload()
     logged = events.Scalars("charts/episodic_return")[0].value
     assert logged % 10 == 0 and logged >= 10 * clipped_score > 0  # pellets score 10 each: the real score
