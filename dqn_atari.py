@@ -321,14 +321,16 @@ class FrameReplayMemory:
         return int(self.sampleable.sum())
 
     def state_dict(self) -> dict:
-        """The memory for a checkpoint; frames zlib-compressed in chunks (a screen is mostly background)."""
+        """The memory for a checkpoint: the columns as tensors (a checkpoint then loads with torch.load's
+        weights_only), the frames zlib-compressed in chunks (a screen is mostly background)."""
         flat = self.frames.reshape(-1, FRAME_SHAPE[0] * FRAME_SHAPE[1])
-        return {**{name: getattr(self, name) for name in self.COLUMNS[1:]}, "rng": self.rng.bit_generator.state,
+        return {**{name: torch.from_numpy(getattr(self, name)) for name in self.COLUMNS[1:]},
+                "rng": self.rng.bit_generator.state,
                 "frames": [zlib.compress(chunk, 1) for chunk in np.array_split(flat, len(flat) // 10_000 + 1)]}
 
     def load_state_dict(self, state: dict) -> None:
         for name in self.COLUMNS[1:]:
-            getattr(self, name)[...] = state[name]
+            getattr(self, name)[...] = state[name].numpy()
         self.rng.bit_generator.state = state["rng"]
         flat, row = self.frames.reshape(-1, FRAME_SHAPE[0] * FRAME_SHAPE[1]), 0
         for chunk in state["frames"]:
@@ -376,7 +378,7 @@ def select_actions(q_network: QNetwork, observations: np.ndarray, epsilon: float
 @dataclass
 class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
-    args: dict  # the arguments the run started with
+    args: Args
     q_network: QNetwork
     target_network: QNetwork
     optimizer: torch.optim.Optimizer
@@ -393,7 +395,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     n_actions = int(envs.single_action_space.n)
     life_loss_ends_value = atari_settings(args.env_id)["life_loss_ends_value"]
     q_network = QNetwork(n_actions).to(device, memory_format=torch.channels_last)
-    state = TrainState(asdict(args), q_network, copy.deepcopy(q_network),
+    state = TrainState(args, q_network, copy.deepcopy(q_network),
                        torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=1.5e-4, fused=True),
                        FrameReplayMemory(args.buffer_size, args.num_envs, args.seed), np.random.default_rng(args.seed))
     if args.resume:
@@ -467,14 +469,14 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                 print(f"step {step:,} | eval {scores.mean():.2f} ± {scores.std():.2f} over {len(scores)} games",
                       flush=True)
                 state.train_seconds = progress.train_seconds()
-                save_checkpoint(args, state, run_dir)
+                save_checkpoint(state, run_dir)
 
     session_seconds = time.perf_counter() - progress.session_start
     state.train_seconds = progress.train_seconds()
     if STOP:
         print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
-        save_checkpoint(args, state, run_dir)
+        save_checkpoint(state, run_dir)
     if args.capture_video and not STOP:
         evaluate(q_network, args.env_id, 1, 1.0, args.seed + EVAL_SEED_OFFSET, device,
                  run_dir / "videos" / "random-agent.mp4")
@@ -653,33 +655,36 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def save_checkpoint(args: Args, state: TrainState, run_dir: Path) -> None:
-    """The whole TrainState (replay memory included), so that --resume continues exactly; plus what
-    --eval-checkpoint needs to rebuild the network. Written at every evaluation and when the run stops."""
-    if not args.save_model:
+def save_checkpoint(state: TrainState, run_dir: Path) -> None:
+    """Every field of the state (networks, optimizer, replay memory, generators, counters), torch's generator and
+    what --eval-checkpoint needs to rebuild the network, in <run_dir>/<script>.pt, written atomically; nothing
+    with --no-save-model."""
+    if not state.args.save_model:
         return
-    saved = {f.name: saveable(getattr(state, f.name)) for f in fields(state)}
-    n_actions = state.q_network.net[-1].out_features
-    write_atomically(run_dir / f"{SCRIPT}.pt", lambda file: torch.save(
-        {**saved, "torch_rng": torch.get_rng_state(), "n_actions": n_actions, "env_id": state.args["env_id"]}, file))
-
-
-def saveable(value):
-    if isinstance(value, np.random.Generator):
-        return value.bit_generator.state
-    return value.state_dict() if hasattr(value, "state_dict") else value
+    checkpoint = {"torch_rng": torch.get_rng_state(), "n_actions": state.q_network.net[-1].out_features,
+                  "env_id": state.args.env_id}
+    for name in (f.name for f in fields(state)):
+        value = getattr(state, name)
+        if hasattr(value, "state_dict"):
+            value = value.state_dict()
+        elif isinstance(value, np.random.Generator):
+            value = value.bit_generator.state
+        elif isinstance(value, Args):
+            value = asdict(value)
+        checkpoint[name] = value
+    write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save(checkpoint, f))
 
 
 def restore(state: TrainState, checkpoint: dict) -> None:
-    """Load a checkpoint written by save_checkpoint into a freshly built state, field by field."""
-    for f in fields(state):
-        value, saved = getattr(state, f.name), checkpoint[f.name]
-        if isinstance(value, np.random.Generator):
-            value.bit_generator.state = saved
-        elif hasattr(value, "load_state_dict"):
-            value.load_state_dict(saved)
+    """The inverse of save_checkpoint (the arguments excepted: parse_args took them from the checkpoint)."""
+    for name in (f.name for f in fields(state) if f.name != "args"):
+        value = getattr(state, name)
+        if hasattr(value, "load_state_dict"):
+            value.load_state_dict(checkpoint[name])
+        elif isinstance(value, np.random.Generator):
+            value.bit_generator.state = checkpoint[name]
         else:
-            setattr(state, f.name, saved)
+            setattr(state, name, checkpoint[name])
     torch.set_rng_state(checkpoint["torch_rng"])
 
 
@@ -695,10 +700,11 @@ def write_atomically(path: Path, write) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+    """A checkpoint (or a model file: a `q_network`, its `n_actions` and `env_id`) of this script, on the CPU."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
     except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
-        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {e}") from None
+        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
     if not isinstance(checkpoint, dict) or "q_network" not in checkpoint or "n_actions" not in checkpoint:
         raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
     return checkpoint

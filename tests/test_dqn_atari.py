@@ -50,7 +50,7 @@ def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     assert summary["global_step"] == 400 and summary["gradient_steps"] == 400 - 200  # one per step from 200
     assert summary["eval_episodes"] == 1 and summary["eval_curve"] == [[400, summary["eval_mean_return"]]]
     assert scalar_steps(run_dir, "eval/mean_return") == [400]
-    checkpoint = torch.load(run_dir / "dqn_atari.pt", weights_only=False)  # the replay memory in it, compressed
+    checkpoint = torch.load(run_dir / "dqn_atari.pt", weights_only=True)  # the replay memory in it, compressed
     memory = dqn_atari.FrameReplayMemory(2000, 1, seed=0)
     memory.load_state_dict(checkpoint["memory"])
     assert len(memory) > 390 and memory.frames.any()
@@ -89,7 +89,7 @@ def test_resume_continues_the_same_run_in_its_directory(trained_run, tmp_path):
     assert summary["eval_curve"][0] == first["eval_curve"][0]
     assert summary["wall_seconds"] > first["wall_seconds"]  # both sessions
     assert scalar_steps(run_dir, "eval/mean_return") == [400, 600]  # one TensorBoard run, continued
-    assert torch.load(run_dir / "dqn_atari.pt", weights_only=False)["global_step"] == 600
+    assert torch.load(run_dir / "dqn_atari.pt", weights_only=True)["global_step"] == 600
     # the replay memory came back with the checkpoint: learning goes straight on, one gradient step a step
     assert summary["gradient_steps"] == first["gradient_steps"] + 200
 

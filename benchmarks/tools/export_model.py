@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    model = export(torch.load(args.checkpoint, map_location="cpu", weights_only=False))
+    model = export(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, step {model['global_step']:,})")
