@@ -59,7 +59,7 @@ import signal
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -123,11 +123,12 @@ class Args:
     num_threads: int = 2
     """torch CPU threads (one per core; the emulator's thread shares them)"""
     capture_video: bool = False
-    """record colour mp4s of the first game of every evaluation, and of a random agent at the end"""
+    """record colour mp4s of the first game of every evaluation, and of a random agent at the end, to the run's
+    videos/"""
     save_model: bool = True
-    """write the checkpoint (networks, optimizer, replay memory) at every evaluation and at the end"""
+    """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
     eval_checkpoint: str | None = None
-    """path of a saved checkpoint or model to evaluate instead of training"""
+    """path of a saved checkpoint or model to evaluate (at ε = --eval-epsilon, on --env-id) instead of training"""
     eval_episodes: int = 10
     """games per evaluation"""
     eval_frequency: int = 25_000
@@ -135,7 +136,7 @@ class Args:
     eval_epsilon: float = 0.05
     """ε of the evaluation policy (Nature protocol)"""
     resume: str | None = None
-    """continue the run saved in this checkpoint, in its run directory, with its saved arguments"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved arguments and replay"""
     run_root: str = "runs"
     """folder under which the run directory is created"""
 
@@ -400,10 +401,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                        FrameReplayMemory(args.buffer_size, args.num_envs, args.seed), np.random.default_rng(args.seed))
     if args.resume:
         restore(state, load_checkpoint(args.resume))
+        print(f"resumed {args.resume} at step {state.global_step:,} ({len(state.memory):,} steps in replay)")
     bf16 = bf16_is_fast(device)
     if bf16:  # the target network runs only under autocast: its layers before the Q-values are held in bf16 rather
         state.target_network.net[:-1].to(torch.bfloat16)  # than cast at every step (the same numbers)
-    run_dir = Path(args.resume).resolve().parent if args.resume else make_run_dir(args)  # the input is checked
+    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
     print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
           flush=True)
     # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
@@ -540,29 +542,36 @@ class VideoWriter:
 
 
 def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
-    """Play a saved checkpoint, or a model file holding only `q_network`, `n_actions` and `env_id`."""
+    """--eval-checkpoint: games of a saved Q-network on --env-id at ε = --eval-epsilon, from a training checkpoint
+    or from a model file (`q_network`, `n_actions`, `env_id` and `global_step`)."""
     start = time.perf_counter()
     checkpoint = load_checkpoint(args.eval_checkpoint)
-    n_actions = int(make_envs(args.env_id, 1).single_action_space.n)
+    probe = make_envs(args.env_id, 1)
+    n_actions = int(probe.single_action_space.n)
+    probe.close()
     if n_actions != checkpoint["n_actions"]:
         raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}' ({checkpoint['n_actions']} actions); "
                          f"'{args.env_id}' has {n_actions}")
-    run_dir = make_run_dir(args)
     q_network = QNetwork(n_actions).to(device, memory_format=torch.channels_last)
-    q_network.load_state_dict(checkpoint["q_network"])
+    try:
+        q_network.load_state_dict(checkpoint["q_network"])
+    except RuntimeError:  # another network's weights
+        raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} Q-network") from None
+    run_dir = make_run_dir(args)
     videos = run_dir / "videos" if args.capture_video else None
     scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed + EVAL_SEED_OFFSET,
                       device, videos / "agent.mp4" if videos else None)
-    if scores is None:
-        raise InputError("evaluation stopped before its games ended")
-    if videos:
+    scores = np.zeros(0) if scores is None else scores  # stopped by a signal
+    if len(scores):
+        print(f"evaluation of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
+              f"over {len(scores)} games (ε = {args.eval_epsilon})")
+    if videos and not STOP:
         evaluate(q_network, args.env_id, 1, 1.0, args.seed + EVAL_SEED_OFFSET, device, videos / "random-agent.mp4")
-    print(f"evaluation of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
-          f"over {len(scores)} games (ε = {args.eval_epsilon})")
-    step = checkpoint.get("global_step", 0)
+    step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
-                     "wall_seconds": time.perf_counter() - start, "eval_curve": [[step, float(scores.mean())]],
-                     "eval_returns": scores, "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
+                     "wall_seconds": time.perf_counter() - start, "eval_returns": scores,
+                     "eval_curve": [[step, float(scores.mean())]] if len(scores) else [],
+                     "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
 def main(args: Args) -> None:
@@ -572,12 +581,12 @@ def main(args: Args) -> None:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     run_dir, result = evaluate_checkpoint(args, device) if args.eval_checkpoint else train(args, device)
-    eval_scores = result.pop("eval_returns")
+    eval_returns = result.pop("eval_returns")
     summary = {"env_id": args.env_id, "seed": args.seed, **result,
                # None when stopped before the first evaluation
-               "eval_mean_return": float(eval_scores.mean()) if len(eval_scores) else None,
-               "eval_std_return": float(eval_scores.std()) if len(eval_scores) else None,
-               "eval_episodes": len(eval_scores)}
+               "eval_mean_return": float(eval_returns.mean()) if len(eval_returns) else None,
+               "eval_std_return": float(eval_returns.std()) if len(eval_returns) else None,
+               "eval_episodes": len(eval_returns)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {json.dumps(summary)}")
 
@@ -590,15 +599,19 @@ class InputError(Exception):
     """Bad user input: reported as one `error:` line and exit status 2, without a traceback."""
 
 
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def check_args(args: Args) -> None:
     positive = ["learning_rate", "buffer_size", "batch_size", "n_step", "train_frequency", "target_network_frequency",
                 "exploration_steps", "num_envs", "total_timesteps", "num_threads", "eval_episodes", "eval_frequency"]
     for name in positive:
         if getattr(args, name) <= 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
     for name in ["gamma", "start_e", "end_e", "eval_epsilon"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+            raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
     if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # ALE seeds are 32-bit; evaluation adds an offset
         raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
     if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update
@@ -700,40 +713,41 @@ def write_atomically(path: Path, write) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    """A checkpoint (or a model file: a `q_network`, its `n_actions` and `env_id`) of this script, on the CPU."""
+    """A checkpoint (or a model file: a `q_network`, its `n_actions`, `env_id` and `global_step`) of this script,
+    on the CPU."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
     except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
         raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
-    if not isinstance(checkpoint, dict) or "q_network" not in checkpoint or "n_actions" not in checkpoint:
+    if not isinstance(checkpoint, dict) or not {"q_network", "n_actions", "global_step"} <= checkpoint.keys():
         raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
     return checkpoint
 
 
-# flags that may differ when a run is resumed: they change neither what was learnt nor what the rest of the
-# run learns
+# flags that change nothing learnt: a resumed run may give them other values than the saved ones
 SAFE_TO_CHANGE_ON_RESUME = {"total_timesteps", "device", "num_threads", "capture_video", "save_model",
-                            "eval_episodes", "eval_frequency", "run_root", "resume"}
+                            "eval_episodes", "eval_epsilon", "eval_frequency", "run_root", "resume"}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line; with --resume, the checkpoint's saved arguments are the defaults, and only flags that
-    are safe to change may differ from them."""
+    """The command line; with --resume, the checkpoint's saved arguments are the defaults, and only the
+    flags above may differ from them."""
     args = tyro.cli(Args, args=argv)
-    if not args.resume or args.eval_checkpoint:
+    if not args.resume or args.eval_checkpoint:  # check_args refuses both together
         return args
     checkpoint = load_checkpoint(args.resume)
-    if "optimizer" not in checkpoint or "args" not in checkpoint:
+    if "optimizer" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
-    saved = Args(**checkpoint["args"])
-    args = tyro.cli(Args, args=argv, default=replace(saved, resume=args.resume))
-    for f in fields(Args):
-        if f.name not in SAFE_TO_CHANGE_ON_RESUME and getattr(args, f.name) != getattr(saved, f.name):
-            raise InputError(f"--{f.name.replace('_', '-')} cannot change when resuming (the run was saved with "
-                             f"{getattr(saved, f.name)!r}); only {', '.join(sorted(SAFE_TO_CHANGE_ON_RESUME))} can")
+    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    args = tyro.cli(Args, args=argv, default=saved)
+    safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
+    for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
+        if getattr(args, name) != getattr(saved, name):
+            raise InputError(f"{flag(name)} cannot change when resuming (the run was saved with "
+                             f"{getattr(saved, name)!r}); only {safe} can")
     if args.total_timesteps <= checkpoint["global_step"]:
-        raise InputError(f"the run in {args.resume} already reached step {checkpoint['global_step']:,}: give a "
-                         f"larger --total-timesteps to continue it")
+        raise InputError(f"the run in {args.resume} already reached step {checkpoint['global_step']:,}: "
+                         f"give a larger --total-timesteps to continue it")
     return args
 
 

@@ -119,13 +119,13 @@ class Args:
     save_model: bool = True
     """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
     eval_checkpoint: str | None = None
-    """path of a saved checkpoint to evaluate (greedily, on --env-id) instead of training"""
+    """path of a saved checkpoint or model to evaluate (greedily, on --env-id) instead of training"""
     eval_episodes: int = 10
     """number of greedy episodes per evaluation"""
     eval_frequency: int = 5_000
     """evaluate the greedy policy every this many environment steps (and at the end)"""
     resume: str | None = None
-    """checkpoint of a run to continue in its own directory, with its own flags"""
+    """continue the run saved in this checkpoint, in its run directory, with its saved arguments and replay"""
     run_root: str = "runs"
     """folder under which the run directory is created"""
 
@@ -313,8 +313,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     state = TrainState(args, q_network, target_network, optimizer, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
         restore(state, load_checkpoint(args.resume))
+        print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
     run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
-    print(f"run directory: {run_dir}  (device: {device}{', resumed' if args.resume else ''})", flush=True)
+    print(f"run directory: {run_dir}  (device: {device})", flush=True)
     # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
     writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
     hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
@@ -475,7 +476,7 @@ def main(args: Args) -> None:
 # Nothing below is reinforcement learning: a first reading can stop here.
 # ===================================================================================================
 class InputError(Exception):
-    """Bad user input: reported as one line and a non-zero exit, without a traceback."""
+    """Bad user input: reported as one `error:` line and exit status 2, without a traceback."""
 
 
 def flag(name: str) -> str:

@@ -555,9 +555,9 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
         record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length, device)
     step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
-                     "wall_seconds": time.perf_counter() - start, "eval_returns": returns, "interrupted": bool(STOP),
+                     "wall_seconds": time.perf_counter() - start, "eval_returns": returns,
                      "eval_curve": [[step, float(returns.mean())]] if len(returns) else [],
-                     "eval_checkpoint": args.eval_checkpoint}
+                     "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -585,7 +585,7 @@ def main(args: Args) -> None:
 # Nothing below is reinforcement learning: a first reading can stop here.
 # ===================================================================================================
 class InputError(Exception):
-    """Bad user input: reported as one line and exit status 2, without a traceback."""
+    """Bad user input: reported as one `error:` line and exit status 2, without a traceback."""
 
 
 def flag(name: str) -> str:
