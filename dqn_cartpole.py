@@ -369,13 +369,15 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         if global_step % PROGRESS_EVERY == 0:
             progress.report(writer, global_step, recent_returns, state.eval_curve, epsilon)
         if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-            eval_returns = evaluate(eval_env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
-            state.eval_curve.append([global_step, float(eval_returns.mean())])
-            log(writer, global_step, {"eval/mean_return": eval_returns.mean()})
-            print(f"step {global_step:,} | greedy eval {eval_returns.mean():.2f} ± {eval_returns.std():.2f} "
-                  f"over {args.eval_episodes} episodes", flush=True)
-            state.train_seconds = progress.train_seconds()
-            save_checkpoint(state, run_dir)
+            returns = evaluate(eval_env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+            if returns is not None:  # None: a stop was asked for during the evaluation
+                eval_returns = returns
+                state.eval_curve.append([global_step, float(returns.mean())])
+                log(writer, global_step, {"eval/mean_return": returns.mean()})
+                print(f"step {global_step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} "
+                      f"over {len(returns)} episodes", flush=True)
+                state.train_seconds = progress.train_seconds()
+                save_checkpoint(state, run_dir)
         if STOP:
             break
 
@@ -398,9 +400,10 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
 # ---------------------------------------------------------------------------------------------------
 # Evaluation and video
 # ---------------------------------------------------------------------------------------------------
-def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int, device: torch.device) -> np.ndarray:
+def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int,
+             device: torch.device) -> np.ndarray | None:
     """Undiscounted return of `episodes` whole episodes (compute_avg_return) of the greedy policy of
-    q_network, or of a random policy when it is None.
+    q_network, or of a random policy when it is None; None if a stop was asked for meanwhile.
 
     Seeding the first reset makes every evaluation start from the same initial states, so that
     evaluations during training are comparable with each other."""
@@ -409,12 +412,12 @@ def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int,
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         done = False
-        while not done:
+        while not done and not STOP:
             action = int(env.action_space.sample()) if q_network is None else greedy_action(q_network, obs, device)
             obs, reward, terminated, truncated, _ = env.step(action)
             returns[episode] += reward
             done = terminated or truncated
-    return returns
+    return None if STOP else returns
 
 
 def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, device: torch.device) -> None:
@@ -441,14 +444,17 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     run_dir = make_run_dir(args)
     returns = evaluate(env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
-    print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
-          f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")
-    if args.capture_video:
+    returns = np.zeros(0) if returns is None else returns  # stopped by a signal
+    if len(returns):
+        print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
+              f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")
+    if args.capture_video and not STOP:
         record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
     step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
-                     "wall_seconds": time.perf_counter() - start, "eval_curve": [[step, float(returns.mean())]],
-                     "eval_returns": returns, "interrupted": False, "eval_checkpoint": args.eval_checkpoint}
+                     "wall_seconds": time.perf_counter() - start, "eval_returns": returns,
+                     "eval_curve": [[step, float(returns.mean())]] if len(returns) else [],
+                     "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
 # ---------------------------------------------------------------------------------------------------

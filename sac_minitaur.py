@@ -458,9 +458,13 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         if step % PROGRESS_EVERY < num_envs:
             progress.report(writer, step, recent_returns, state.eval_curve)
         if step % args.eval_frequency < num_envs or step >= args.total_timesteps:
-            returns = evaluate_during_training(state, writer, device)
+            returns = evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
             if returns is not None:  # None: a stop was asked for during the evaluation
                 eval_returns = returns
+                state.eval_curve.append([step, float(returns.mean())])
+                log(writer, step, {"eval/mean_return": returns.mean()})
+                print(f"step {step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} "
+                      f"episodes | α {agent.log_alpha.exp().item():.4f}", flush=True)
                 state.train_seconds = progress.train_seconds()
                 save_checkpoint(state, run_dir)
 
@@ -501,18 +505,6 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.
         finished |= terminated | truncated
     envs.close()
     return None if STOP else returns
-
-
-def evaluate_during_training(state: TrainState, writer: SummaryWriter, device: torch.device) -> np.ndarray | None:
-    """evaluate() the current greedy policy, add it to the curve, log it and print one line."""
-    args, step = state.args, state.global_step
-    returns = evaluate(state.agent.actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
-    if returns is not None:
-        state.eval_curve.append([step, float(returns.mean())])
-        log(writer, step, {"eval/mean_return": returns.mean()})
-        print(f"step {step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes "
-              f"| α {state.agent.log_alpha.exp().item():.4f}", flush=True)
-    return returns
 
 
 def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, video_length: int,
