@@ -558,6 +558,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     except RuntimeError:  # another network's weights
         raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} Q-network") from None
     run_dir = make_run_dir(args)
+    print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
     videos = run_dir / "videos" if args.capture_video else None
     scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed + EVAL_SEED_OFFSET,
                       device, videos / "agent.mp4" if videos else None)

@@ -442,6 +442,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
         raise InputError(f"the Q-network in '{args.eval_checkpoint}' does not fit '{args.env_id}' "
                          f"(obs {obs_dim}, {n_actions} actions)")
     run_dir = make_run_dir(args)
+    print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
     returns = evaluate(env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
     returns = np.zeros(0) if returns is None else returns  # stopped by a signal

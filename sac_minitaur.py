@@ -538,6 +538,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
         raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved['env_id']}', whose spaces differ from "
                          f"'{args.env_id}'") from None
     run_dir = make_run_dir(args)
+    print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
     returns = evaluate(actor.to(device), args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     returns = np.zeros(0) if returns is None else returns  # stopped by a signal
     if len(returns):

@@ -105,3 +105,20 @@ def test_a_write_killed_midway_leaves_the_previous_file_whole(tmp_path, module):
     with pytest.raises(KeyboardInterrupt):
         write_atomically(path, killed_midway)
     assert torch.load(path)["step"] == 1
+
+
+@pytest.mark.parametrize("script", ["dqn_cartpole.py", "dqn_atari.py"])
+def test_a_stop_signal_ends_an_evaluation_with_its_summary(tmp_path, script):
+    if script == "dqn_atari.py":
+        checkpoint, episodes = ROOT / "models" / "pong_dqn.pt", "10"  # minutes of Pong
+    else:
+        trained = run_script(script, "--total-timesteps", "300", "--learning-starts", "128", "--eval-episodes", "1",
+                             "--run-root", str(tmp_path / "trained"))
+        assert trained.returncode == 0, trained.stderr
+        checkpoint, episodes = only_run_dir(tmp_path / "trained") / "dqn_cartpole.pt", "1000000"
+    process = start(script, ["--eval-checkpoint", str(checkpoint), "--eval-episodes", episodes,
+                             "--run-root", str(tmp_path / "evaluated")])
+    stdout, stderr = signal_when_under_way(process, "run directory", signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
+    summary = read_summary(only_run_dir(tmp_path / "evaluated"))
+    assert summary["interrupted"] is True and summary["eval_episodes"] == 0 and summary["eval_curve"] == []
