@@ -123,8 +123,8 @@ class Args:
     num_threads: int = 2
     """torch CPU threads (one per core; the emulator's thread shares them)"""
     capture_video: bool = False
-    """record colour mp4s of the first game of every evaluation, and of a random agent at the end, to the run's
-    videos/"""
+    """record colour mp4s to the run's videos/: the first game of every evaluation (step-N.mp4) and a random
+    agent's (random-agent.mp4); with --eval-checkpoint, agent.mp4 and random-agent.mp4"""
     save_model: bool = True
     """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
     eval_checkpoint: str | None = None
@@ -408,10 +408,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
     print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
           flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
+    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
     writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
     hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
     start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
     game_scores, game_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)  # the games in play
     recent_scores, eval_scores = collections.deque(maxlen=10), np.zeros(0)

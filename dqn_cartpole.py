@@ -115,7 +115,8 @@ class Args:
     num_threads: int = 1
     """torch CPU threads; one is fastest for networks this small"""
     capture_video: bool = False
-    """record mp4s of the final greedy agent and of a random agent to the run's videos/"""
+    """record mp4s to the run's videos/: the first episode of every evaluation (step-N.mp4) and a random agent's
+    (random-agent.mp4); with --eval-checkpoint, agent.mp4 and random-agent.mp4"""
     save_model: bool = True
     """write the checkpoint to the run directory (after every evaluation, at the end and when stopped)"""
     eval_checkpoint: str | None = None
@@ -133,18 +134,19 @@ class Args:
 # ---------------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------------
-def make_env(env_id: str, video_folder: Path | None = None) -> gym.Env:
-    """An env that reports episode statistics, optionally recording its first episode.
+def make_env(env_id: str, video: Path | None = None) -> gym.Env:
+    """An env that reports episode statistics; with `video`, its first episode is recorded there (as
+    <video stem>-episode-0.mp4, which record_video() renames).
 
     Seeding (its first `reset(seed=...)` and its action space) is left to the caller, so that a recorded
     episode 0 is a real episode rather than a reset that nothing follows."""
     try:
-        env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
+        env = gym.make(env_id, render_mode="rgb_array" if video else None)
     except (gym.error.Error, ModuleNotFoundError, AttributeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
-    if video_folder is not None:
-        env = gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
-                                       disable_logger=True)
+    if video is not None:
+        env = gym.wrappers.RecordVideo(env, str(video.parent), name_prefix=video.stem,
+                                       episode_trigger=lambda episode: episode == 0, disable_logger=True)
     return gym.wrappers.RecordEpisodeStatistics(env)
 
 
@@ -316,10 +318,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
     run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
     print(f"run directory: {run_dir}  (device: {device})", flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
+    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
     writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
     hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
     exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
     start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
     recent_returns, eval_returns = deque(maxlen=10), np.zeros(0)
@@ -376,6 +379,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                 log(writer, global_step, {"eval/mean_return": returns.mean()})
                 print(f"step {global_step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} "
                       f"over {len(returns)} episodes", flush=True)
+                if args.capture_video:
+                    record_video(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET,
+                                 run_dir / "videos" / f"step-{global_step:09d}.mp4", device)
                 state.train_seconds = progress.train_seconds()
                 save_checkpoint(state, run_dir)
         if STOP:
@@ -386,9 +392,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     if STOP:
         print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
-    save_checkpoint(state, run_dir)
+        save_checkpoint(state, run_dir)
     if args.capture_video and not STOP:
-        record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
+        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / "random-agent.mp4", device)
     writer.close()
     env.close()
     eval_env.close()
@@ -420,12 +426,13 @@ def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int,
     return None if STOP else returns
 
 
-def record_videos(q_network: QNetwork, env_id: str, seed: int, run_dir: Path, device: torch.device) -> None:
-    """One mp4 of the greedy agent and one of a random agent, the tutorial's before/after comparison."""
-    for name, policy_network in [("greedy", q_network), ("random", None)]:
-        env = make_env(env_id, video_folder=run_dir / "videos" / name)
-        evaluate(env, policy_network, 1, seed, device)
-        env.close()
+def record_video(q_network: QNetwork | None, env_id: str, seed: int, path: Path, device: torch.device) -> None:
+    """An mp4 at `path` of the first episode of evaluate(): the greedy agent's, or a random agent's when
+    q_network is None (the tutorial's before/after comparison)."""
+    env = make_env(env_id, video=path)
+    evaluate(env, q_network, 1, seed, device)
+    env.close()
+    (path.parent / f"{path.stem}-episode-0.mp4").replace(path)
 
 
 def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
@@ -450,7 +457,9 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
         print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
               f"{returns.mean():.2f} ± {returns.std():.2f} over {args.eval_episodes} episodes")
     if args.capture_video and not STOP:
-        record_videos(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir, device)
+        for name, policy_network in [("agent", q_network), ("random-agent", None)]:
+            record_video(policy_network, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / f"{name}.mp4",
+                         device)
     step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
                      "wall_seconds": time.perf_counter() - start, "eval_returns": returns,

@@ -119,7 +119,8 @@ class Args:
     num_threads: int = 1
     """torch CPU threads; one is fastest for networks this small"""
     capture_video: bool = False
-    """record an mp4 of a greedy evaluation episode to the run's videos/ at the end"""
+    """record mp4s to the run's videos/: the first episode of every evaluation (step-N.mp4) and a random agent's
+    (random-agent.mp4); with --eval-checkpoint, agent.mp4 and random-agent.mp4"""
     video_length: int = 0
     """frames per video, 0 for the whole episode (rendering the Minitaur is slow)"""
     save_model: bool = True
@@ -139,10 +140,11 @@ class Args:
 # ---------------------------------------------------------------------------------------------------
 # Environment
 # ---------------------------------------------------------------------------------------------------
-def make_env(env_id: str, video_folder: Path | None = None, video_length: int = 0) -> gym.Env:
-    """One env; with video_folder, its first episode is recorded. Callers seed it with reset(seed=...)."""
+def make_env(env_id: str, video: Path | None = None, video_length: int = 0) -> gym.Env:
+    """One env; with `video`, its first episode is recorded there (as <video stem>-episode-0.mp4, which
+    record_video() renames). Callers seed it with reset(seed=...)."""
     try:
-        env = gym.make(env_id, render_mode="rgb_array" if video_folder else None)
+        env = gym.make(env_id, render_mode="rgb_array" if video else None)
     except ModuleNotFoundError as e:
         if e.name in ("pybullet", "pybullet_data", "pybullet_utils"):
             raise InputError(f"'{env_id}' needs pybullet: `pip install pybullet==3.2.7` (on Python 3.12 and later "
@@ -151,10 +153,10 @@ def make_env(env_id: str, video_folder: Path | None = None, video_length: int = 
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     except (gym.error.Error, AttributeError, TypeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
-    if video_folder is None:
+    if video is None:
         return env
-    return gym.wrappers.RecordVideo(env, str(video_folder), episode_trigger=lambda episode: episode == 0,
-                                    video_length=video_length, disable_logger=True)
+    return gym.wrappers.RecordVideo(env, str(video.parent), name_prefix=video.stem, video_length=video_length,
+                                    episode_trigger=lambda episode: episode == 0, disable_logger=True)
 
 
 def probe_env(args: Args) -> tuple[int, gym.spaces.Box]:
@@ -407,10 +409,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
     run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
     print(f"run directory: {run_dir}  (device: {device})", flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint
+    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
+    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
     writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
     hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
     envs, num_envs = make_vector_env(args.env_id, args.num_envs), args.num_envs
     start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
     episode_returns, episode_lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
@@ -465,6 +468,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                 log(writer, step, {"eval/mean_return": returns.mean()})
                 print(f"step {step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} "
                       f"episodes | α {agent.log_alpha.exp().item():.4f}", flush=True)
+                if args.capture_video:
+                    record_video(agent.actor, args.env_id, args.seed + EVAL_SEED_OFFSET,
+                                 run_dir / "videos" / f"step-{step:09d}.mp4", args.video_length, device)
                 state.train_seconds = progress.train_seconds()
                 save_checkpoint(state, run_dir)
 
@@ -473,11 +479,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     if STOP:
         print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
-    save_checkpoint(state, run_dir)
+        save_checkpoint(state, run_dir)
     envs.close()
     if args.capture_video and not STOP:
-        record_video(agent.actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length,
-                     device)
+        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / "random-agent.mp4",
+                     args.video_length, device)
     writer.close()
     return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
                      "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
@@ -507,16 +513,20 @@ def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, device: torch.
     return None if STOP else returns
 
 
-def record_video(actor: Actor, env_id: str, seed: int, video_folder: Path, video_length: int,
+def record_video(actor: Actor | None, env_id: str, seed: int, path: Path, video_length: int,
                  device: torch.device) -> None:
-    """An mp4 of one greedy episode (headless rendering), or of its first video_length frames."""
-    env = make_env(env_id, video_folder=video_folder, video_length=video_length)
+    """An mp4 at `path` (rendered headless) of the first episode of evaluate(), or of its first video_length
+    frames: the greedy actor's, or a random agent's when actor is None."""
+    env = make_env(env_id, video=path, video_length=video_length)
     obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
     done = False
     while not done and not STOP:
-        obs, _, terminated, truncated, _ = env.step(greedy_actions(actor, obs[None], device)[0])
+        action = env.action_space.sample() if actor is None else greedy_actions(actor, obs[None], device)[0]
+        obs, _, terminated, truncated, _ = env.step(action)
         done = terminated or truncated
     env.close()
+    (path.parent / f"{path.stem}-episode-0.mp4").replace(path)
 
 
 def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
@@ -545,7 +555,9 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
         print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
               f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
     if args.capture_video and not STOP:
-        record_video(actor, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos", args.video_length, device)
+        for name, policy in [("agent", actor), ("random-agent", None)]:
+            record_video(policy, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / f"{name}.mp4",
+                         args.video_length, device)
     step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
                      "wall_seconds": time.perf_counter() - start, "eval_returns": returns,

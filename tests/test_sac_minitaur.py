@@ -361,8 +361,12 @@ def test_pendulum_smoke_train_video_checkpoint_eval_and_resume_in_place(tmp_path
     assert summary["global_step"] == 2400 and summary["gradient_steps"] == 2100 and not summary["interrupted"]
     assert [step for step, _ in summary["eval_curve"]] == [600, 1200, 1800, 2400] and summary["eval_episodes"] == 3
     assert list(run_dir.glob("events.out.tfevents.*"))
-    with VideoFileClip(str(next((run_dir / "videos").glob("*.mp4")))) as clip:
-        assert clip.duration * clip.fps >= 190  # one whole 200-step episode
+    videos = sorted((run_dir / "videos").iterdir())
+    assert [path.name for path in videos] == ["random-agent.mp4", *(f"step-{step:09d}.mp4" for step in range(600, 3000,
+                                                                                                        600))]
+    for path in videos:
+        with VideoFileClip(str(path)) as clip:
+            assert clip.duration * clip.fps >= 190  # one whole 200-step episode
 
     checkpoint = run_dir / "sac_minitaur.pt"
     saved = torch.load(checkpoint, weights_only=False)
@@ -415,7 +419,8 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     assert result.returncode == 0, result.stderr
     eval_dir = only_run_dir(tmp_path / "eval")
     assert read_summary(eval_dir)["global_step"] == 600 and read_summary(eval_dir)["eval_episodes"] == 2
-    with VideoFileClip(str(next((eval_dir / "videos").glob("*.mp4")))) as clip:
+    assert sorted(path.name for path in (eval_dir / "videos").iterdir()) == ["agent.mp4", "random-agent.mp4"]
+    with VideoFileClip(str(eval_dir / "videos" / "agent.mp4")) as clip:
         assert 25 <= clip.duration * clip.fps <= 31  # the first 30 frames of a greedy episode
 
 
