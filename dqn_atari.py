@@ -18,19 +18,12 @@ Protocols. `<Game>NoFrameskip-v4` ids follow DeepMind's (Mnih et al., 2015): up 
 a game, a lost life ends the value for learning, FIRE pressed on reset where a game needs it (OpenAI
 Baselines). `ALE/<Game>-v5` ids follow Machado et al. (2018): sticky actions (the previous action repeats
 with probability 0.25) are the only randomness. Both repeat each action for 4 frames, max-pool the last two
-and cap a game at 108,000 frames. ale-py's C++ vector env does this preprocessing in its own threads, and
-steps while Python learns (`send` now, `recv` later). The replay memory stores each frame once, as uint8,
-and rebuilds a sampled stack from the frames before it, black before its game began (never two games in one
-stack). Videos show the real game in colour: a second env with the same seed plays in lockstep.
+and cap a game at 108,000 frames.
 
-Defaults and their sources: the Nature CNN, batch 32, γ = 0.99, the Huber loss and ε = 0.05 for evaluation
-are Nature's; Adam with lr 1e-4 (CleanRL's dqn_atari.py) and ε_Adam = 1.5e-4 (Rainbow, Hessel et al., 2018);
-n = 3 (Rainbow); the target copied every 1,000 steps and ε ending at 0.01 (CleanRL). Ours: a 100,000-step
-memory, learning from step 20,000, a gradient step every environment step and ε decaying over the first
-100,000 steps (Nature: a step every 4, a 1M-step memory, learning from step 50,000, ε over 250,000 steps),
-which learns a game in a few hundred thousand steps rather than millions (benchmarks/RESULTS.md). Where the
-CPU has bfloat16 instructions (AVX512-BF16 or AMX) the update runs under bf16 autocast, the Q-values still
-in float32.
+The defaults (each attributed in Args) learn a game in a few hundred thousand steps rather than Nature's
+millions: a gradient step on every environment step from step 20,000, a 100,000-step memory, ε decaying over
+the first 100,000 steps. Where the CPU has bfloat16 instructions (AVX512-BF16 or AMX) the update runs under
+bf16 autocast, the Q-values still in float32.
 
     TF-Agents (DQN tutorial)               this file
     -------------------------------------  -------------------------------------------------------------
@@ -88,29 +81,29 @@ class Args:
     env_id: str = "PongNoFrameskip-v4"
     """an ALE id: <Game>NoFrameskip-v4 (DeepMind protocol) or ALE/<Game>-v5 (sticky actions)"""
     learning_rate: float = 1e-4
-    """Adam's learning rate"""
+    """Adam's learning rate (CleanRL's dqn_atari.py; its ε is 1.5e-4, Rainbow's)"""
     buffer_size: int = 100_000
-    """replay memory capacity in steps (one 84×84 frame each)"""
+    """replay memory capacity in steps, one 84×84 frame each (Nature: 1,000,000)"""
     batch_size: int = 32
-    """steps per gradient step"""
+    """steps per gradient step (Nature)"""
     gamma: float = 0.99
-    """discount factor γ"""
+    """discount factor γ (Nature)"""
     n_step: int = 3
-    """length of the multi-step return in the TD target (1: Nature DQN)"""
+    """length of the multi-step return in the TD target (Rainbow, Hessel et al., 2018; 1: Nature DQN)"""
     double_dqn: bool = True
     """pick the bootstrap action with the online network and value it with the target one"""
     learning_starts: int = 20_000
-    """environment steps of collection before the first gradient step"""
+    """environment steps of collection before the first gradient step (Nature: 50,000)"""
     train_frequency: int = 1
-    """one gradient step every this many environment steps"""
+    """one gradient step every this many environment steps (Nature: 4)"""
     target_network_frequency: int = 1_000
-    """copy the online network into the target every this many environment steps"""
+    """copy the online network into the target every this many environment steps (CleanRL; Nature: 10,000)"""
     start_e: float = 1.0
     """initial exploration ε"""
     end_e: float = 0.01
-    """final exploration ε"""
+    """final exploration ε (CleanRL; Nature: 0.1)"""
     exploration_steps: int = 100_000
-    """environment steps over which ε decays linearly from start_e to end_e"""
+    """environment steps over which ε decays linearly from start_e to end_e (Nature: 250,000)"""
     num_envs: int = 1
     """environments stepped at once, in C++ threads"""
 
@@ -141,9 +134,7 @@ class Args:
     """folder under which the run directory is created"""
 
 
-# ---------------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------------
+# ---- Environment ---------------------------------------------------------------------------------
 def atari_settings(env_id: str) -> dict:
     """The game and protocol of an ALE id: AtariVectorEnv's keyword arguments, plus `life_loss_ends_value`."""
     gym.register_envs(ale_py)
@@ -181,9 +172,7 @@ def make_envs(env_id: str, num_envs: int, screen: bool = False) -> AtariVectorEn
                           reward_clipping=False, episodic_life=False)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------------
+# ---- Network -------------------------------------------------------------------------------------
 class QNetwork(nn.Module):
     """The Nature CNN: uint8 frames in, one Q-value per action out."""
 
@@ -224,9 +213,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     return device.type == "cpu" and ("avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Replay memory: every frame stored once
-# ---------------------------------------------------------------------------------------------------
+# ---- Replay memory: every frame stored once ------------------------------------------------------
 class FrameReplayMemory:
     """Uniform replay of Atari steps storing each 84×84 frame once.
 
@@ -339,9 +326,7 @@ class FrameReplayMemory:
             flat[row:row + len(frames)], row = frames, row + len(frames)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Loss and policy
-# ---------------------------------------------------------------------------------------------------
+# ---- Loss and policy -----------------------------------------------------------------------------
 def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
             double_dqn: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Huber(y − Q(s, a; θ)) with the n-step target y = R + discount · Q(s', a*; θ⁻), where a* is the target
@@ -373,9 +358,7 @@ def select_actions(q_network: QNetwork, observations: np.ndarray, epsilon: float
     return actions
 
 
-# ---------------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------------
+# ---- Training loop -------------------------------------------------------------------------------
 @dataclass
 class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
@@ -429,7 +412,8 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         step = state.global_step
 
         # learn: a gradient step every train_frequency environment steps, once the memory holds enough
-        for _ in range(crossings(step, args.num_envs, args.train_frequency) if step > args.learning_starts else 0):
+        updates = step // args.train_frequency - (step - args.num_envs) // args.train_frequency
+        for _ in range(updates if step > args.learning_starts else 0):
             batch = [torch.from_numpy(x).to(device) for x in state.memory.sample(args.batch_size, args.n_step,
                                                                                  args.gamma)]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -440,7 +424,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
             state.gradient_steps += 1
             if state.gradient_steps % LOG_EVERY == 0:
                 log(writer, step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()})
-        if crossings(step, args.num_envs, args.target_network_frequency):
+        if step % args.target_network_frequency < args.num_envs:
             state.target_network.load_state_dict(q_network.state_dict())
 
         # store: rewards clipped for learning; a lost life ends the value, not the game (DeepMind protocol)
@@ -459,9 +443,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
             log(writer, step, {"charts/episodic_return": game_scores[env], "charts/episodic_length": game_lengths[env]})
             game_scores[env], game_lengths[env] = 0.0, 0
 
-        if crossings(step, args.num_envs, PROGRESS_EVERY):
+        if step % PROGRESS_EVERY < args.num_envs:
             progress.report(writer, step, recent_scores, state.eval_curve, epsilon)
-        if crossings(step, args.num_envs, args.eval_frequency) or step >= args.total_timesteps:
+        if step % args.eval_frequency < args.num_envs or step >= args.total_timesteps:
             video = run_dir / "videos" / f"step-{step:09d}.mp4" if args.capture_video else None
             scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon,
                               args.seed + EVAL_SEED_OFFSET, device, video)
@@ -477,7 +461,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     session_seconds = time.perf_counter() - progress.session_start
     state.train_seconds = progress.train_seconds()
     if STOP:
-        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
+        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
         save_checkpoint(state, run_dir)
     if args.capture_video and not STOP:
@@ -490,9 +474,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "eval_curve": state.eval_curve, "eval_returns": eval_scores, "interrupted": bool(STOP)}
 
 
-# ---------------------------------------------------------------------------------------------------
-# Evaluation and video
-# ---------------------------------------------------------------------------------------------------
+# ---- Evaluation and video ------------------------------------------------------------------------
 def evaluate(q_network: QNetwork, env_id: str, episodes: int, epsilon: float, seed: int, device: torch.device,
              video_path: Path | None = None) -> np.ndarray | None:
     """Real scores of `episodes` whole games on separate envs (one per game, stepped together), or None if a
@@ -501,19 +483,21 @@ def evaluate(q_network: QNetwork, env_id: str, episodes: int, epsilon: float, se
     envs = make_envs(env_id, episodes)
     rng = np.random.default_rng(seed)
     observations, _ = envs.reset(seed=seed)
-    if video_path is not None:
-        screen_env, video = make_envs(env_id, 1, screen=True), VideoWriter(video_path)
-        video.add(screen_env.reset(seed=seed)[0][0, -1])
+    if video_path is not None:  # colour screens 3× the ALE's; 15 decisions per second is real time
+        from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+        video_path.parent.mkdir(parents=True, exist_ok=True)
+        video = FFMPEG_VideoWriter(str(video_path), (3 * SCREEN_SHAPE[1], 3 * SCREEN_SHAPE[0]), fps=15)
+        screen_env = make_envs(env_id, 1, screen=True)
+        video.write_frame(screen_env.reset(seed=seed)[0][0, -1].repeat(3, axis=0).repeat(3, axis=1))
     scores, finished = np.zeros(episodes), np.zeros(episodes, np.bool_)
     while not finished.all() and not STOP:
         actions = select_actions(q_network, observations, epsilon, rng, envs.single_action_space.n, device)
         observations, rewards, terminated, truncated, info = envs.step(actions)
         if video_path is not None and not finished[0]:
-            screen, screen_reward, screen_terminated, screen_truncated, screen_info = screen_env.step(actions[:1])
-            if (screen_reward[0], screen_terminated[0]) != (rewards[0], terminated[0]):
-                raise RuntimeError("the screen env went out of step with the evaluated game")
-            ended = screen_terminated[0] or screen_truncated[0]
-            video.add(screen_info["final_obs"][0, -1] if ended else screen[0, -1])
+            screen, _, screen_terminated, screen_truncated, screen_info = screen_env.step(actions[:1])
+            screen = screen_info["final_obs"] if screen_terminated[0] or screen_truncated[0] else screen
+            video.write_frame(screen[0, -1].repeat(3, axis=0).repeat(3, axis=1))
         scores += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
@@ -523,41 +507,20 @@ def evaluate(q_network: QNetwork, env_id: str, episodes: int, epsilon: float, se
     return None if STOP else scores
 
 
-class VideoWriter:
-    """An mp4 of colour screens scaled up 3×, written frame by frame; 15 decisions per second is real time."""
-
-    SCALE = 3
-
-    def __init__(self, path: Path):
-        from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        height, width = SCREEN_SHAPE
-        self.writer = FFMPEG_VideoWriter(str(path), (width * self.SCALE, height * self.SCALE), fps=15)
-
-    def add(self, screen: np.ndarray) -> None:
-        self.writer.write_frame(screen.repeat(self.SCALE, axis=0).repeat(self.SCALE, axis=1))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     """--eval-checkpoint: games of a saved Q-network on --env-id at ε = --eval-epsilon, from a training checkpoint
-    or from a model file (`q_network`, `n_actions`, `env_id` and `global_step`)."""
+    or from a model file (a `q_network` and a `global_step`)."""
     start = time.perf_counter()
     checkpoint = load_checkpoint(args.eval_checkpoint)
     probe = make_envs(args.env_id, 1)
     n_actions = int(probe.single_action_space.n)
     probe.close()
-    if n_actions != checkpoint["n_actions"]:
-        raise InputError(f"checkpoint was trained on '{checkpoint['env_id']}' ({checkpoint['n_actions']} actions); "
-                         f"'{args.env_id}' has {n_actions}")
     q_network = QNetwork(n_actions).to(device, memory_format=torch.channels_last)
     try:
         q_network.load_state_dict(checkpoint["q_network"])
-    except RuntimeError:  # another network's weights
-        raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} Q-network") from None
+    except RuntimeError:  # another network's weights, or another game's number of actions
+        raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} Q-network for the {n_actions} actions of "
+                         f"'{args.env_id}'") from None
     run_dir = make_run_dir(args)
     print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
     videos = run_dir / "videos" if args.capture_video else None
@@ -648,36 +611,22 @@ def available_memory_bytes() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the checkpoint and summary
-    are saved and the process exits with 128 + the signal's number. A second signal stops it at once."""
-
-    def __init__(self):
-        self.signal = None
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-        signal.signal(signum, signal.SIG_DFL)
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
+STOP: list[int] = []  # the stop signals received
 
 
-STOP = StopRequest()
+def request_stop(signum, frame) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the checkpoint and summary are
+    saved and the process exits with 128 + the signal's number. A second signal stops the process at once."""
+    STOP.append(signum)
+    signal.signal(signum, signal.SIG_DFL)
 
 
 def save_checkpoint(state: TrainState, run_dir: Path) -> None:
-    """Every field of the state (networks, optimizer, replay memory, generators, counters), torch's generator and
-    what --eval-checkpoint needs to rebuild the network, in <run_dir>/<script>.pt, written atomically; nothing
-    with --no-save-model."""
+    """Every field of the state (networks, optimizer, replay memory, generators, counters) and torch's
+    generator, in <run_dir>/<script>.pt, written atomically; nothing with --no-save-model."""
     if not state.args.save_model:
         return
-    checkpoint = {"torch_rng": torch.get_rng_state(), "n_actions": state.q_network.net[-1].out_features,
-                  "env_id": state.args.env_id}
+    checkpoint = {"torch_rng": torch.get_rng_state()}
     for name in (f.name for f in fields(state)):
         value = getattr(state, name)
         if hasattr(value, "state_dict"):
@@ -715,13 +664,12 @@ def write_atomically(path: Path, write) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    """A checkpoint (or a model file: a `q_network`, its `n_actions`, `env_id` and `global_step`) of this script,
-    on the CPU."""
+    """A checkpoint (or a model file: a `q_network` and a `global_step`) of this script, on the CPU."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
     except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
         raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
-    if not isinstance(checkpoint, dict) or not {"q_network", "n_actions", "global_step"} <= checkpoint.keys():
+    if not isinstance(checkpoint, dict) or not {"q_network", "global_step"} <= checkpoint.keys():
         raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
     return checkpoint
 
@@ -793,26 +741,17 @@ class ProgressLine:
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
         evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
         print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}",
+              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}",
               flush=True)
         log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
 
 
-def crossings(step: int, increment: int, period: int) -> int:
-    """How many multiples of period going from step − increment to step passed."""
-    return step // period - (step - increment) // period
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as h:mm:ss, for the ETA."""
-    return str(timedelta(seconds=int(seconds)))
-
-
 if __name__ == "__main__":
-    STOP.install()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     try:
         main(parse_args())
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(128 + STOP.signal if STOP else 0)
+    sys.exit(128 + STOP[0] if STOP else 0)

@@ -7,24 +7,15 @@ acts greedily with respect to it. It regresses Q(s_t, a_t; θ) toward a TD targe
     y_t  = Σ_{k=0}^{n-1} γ^k r_{t+k}  +  γ^n · (1 − terminated) · max_a' Q(s_{t+n}, a'; θ⁻)
     L(θ) = E_{(s_t, a_t, y_t) ~ D} [ Huber_δ(y_t − Q(s_t, a_t; θ)) ]
 
-n = 1 is the classic target r + γ max_a' Q(s', a'; θ⁻); with n = 5 (TF-Agents' `n_step_update`) rewards
-travel n steps per update, so CartPole's credit for staying centred reaches the Q-values several times
-faster. Why the two tricks: function approximation, bootstrapping and off-policy learning together (the
-"deadly triad") can diverge. A target network that follows the online one slowly, θ⁻ ← τθ + (1 − τ)θ⁻
-(τ = 0.01 every 2 steps), stops the regression target from chasing every gradient step; replay breaks the
-correlation between consecutive transitions and reuses each one many times.
-
-The Huber loss is squared for TD errors up to δ and linear beyond, so that a rare huge error cannot jolt
-the network; beyond δ it estimates something closer to a median than a mean, so δ follows the largest
-|reward| seen (at least 1): δ = 1 for CartPole, 21 for the card game, whose optimal policy needs the *mean*
-of its all-or-nothing returns. Only `terminated` (the pole fell) stops the bootstrap: `truncated` (a time
-limit) is not a property of the state, so the target bootstraps from the true last observation. ε decays
-linearly from `start_e` to `end_e` over `exploration_fraction` of the run, the learning rate linearly to 0
-so that the final policy settles; evaluation is greedy, on a separate environment.
-
-Defaults: Adam's learning rate 1e-3 and 10 evaluation episodes are the TF-Agents DQN tutorial's; a batch
-of 128, γ = 0.99 and ε from 1 to 0.05 are CleanRL's dqn.py; n = 5, the soft target update, the 128×128
-network and the other numbers were chosen by sweeps on CartPole.
+n = 1 is the classic target r + γ max_a' Q(s', a'; θ⁻); with n = 5 (TF-Agents' `n_step_update`) a reward
+reaches the Q-values of the states n steps before it in one update. Function approximation, bootstrapping
+and off-policy learning together (the "deadly triad") can diverge: the target network, following the online
+one slowly (θ⁻ ← τθ + (1 − τ)θ⁻), stops the target from chasing every gradient step, and replay breaks the
+correlation between consecutive transitions. The Huber loss keeps a rare huge error from jolting the network;
+as it estimates something nearer a median than a mean beyond δ, δ follows the largest |reward| seen (at least
+1), so that the card game's all-or-nothing returns are averaged. Only `terminated` stops the bootstrap: a time
+limit (`truncated`) is not a property of the state. Evaluation is greedy, on a separate environment.
+Defaults whose source Args does not name were chosen by sweeps on CartPole (benchmarks/).
 
     TF-Agents DQN tutorial             this file
     ---------------------------------  --------------------------------------------------------------
@@ -80,13 +71,13 @@ class Args:
     env_id: str = "CartPole-v1"
     """gymnasium id of an env with a Discrete action space and a flat Box observation"""
     learning_rate: float = 1e-3
-    """Adam's learning rate at the start; it decays linearly to 0 over the run"""
+    """Adam's learning rate (TF-Agents tutorial) at the start; it decays linearly to 0 so the policy settles"""
     buffer_size: int = 50_000
     """replay buffer capacity in transitions"""
     batch_size: int = 128
-    """transitions sampled per gradient step"""
+    """transitions sampled per gradient step (CleanRL's dqn.py)"""
     gamma: float = 0.99
-    """discount factor γ"""
+    """discount factor γ (CleanRL's dqn.py)"""
     n_step: int = 5
     """length of the multi-step return in the TD target (TF-Agents' n_step_update)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
@@ -100,9 +91,9 @@ class Args:
     tau: float = 0.01
     """target update rate: θ⁻ ← τ·θ + (1 − τ)·θ⁻ (1 is a hard copy)"""
     start_e: float = 1.0
-    """initial exploration ε"""
+    """initial exploration ε (CleanRL's dqn.py)"""
     end_e: float = 0.05
-    """final exploration ε"""
+    """final exploration ε (CleanRL's dqn.py)"""
     exploration_fraction: float = 0.2
     """fraction of total_timesteps over which ε decays linearly from start_e to end_e"""
 
@@ -122,7 +113,7 @@ class Args:
     eval_checkpoint: str | None = None
     """path of a saved checkpoint or model to evaluate (greedily, on --env-id) instead of training"""
     eval_episodes: int = 10
-    """number of greedy episodes per evaluation"""
+    """number of greedy episodes per evaluation (TF-Agents tutorial)"""
     eval_frequency: int = 5_000
     """evaluate the greedy policy every this many environment steps (and at the end)"""
     resume: str | None = None
@@ -131,9 +122,7 @@ class Args:
     """folder under which the run directory is created"""
 
 
-# ---------------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------------
+# ---- Environment ---------------------------------------------------------------------------------
 def make_env(env_id: str, video: Path | None = None) -> gym.Env:
     """An env that reports episode statistics; with `video`, its first episode is recorded there (as
     <video stem>-episode-0.mp4, which record_video() renames).
@@ -161,9 +150,7 @@ def check_env(env: gym.Env, args: Args) -> tuple[int, int]:
     return env.observation_space.shape[0], int(env.action_space.n)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------------
+# ---- Network -------------------------------------------------------------------------------------
 class QNetwork(nn.Module):
     """MLP mapping an observation to one Q-value per action."""
 
@@ -195,9 +182,7 @@ def greedy_action(q_network: QNetwork, obs, device: torch.device) -> int:
     return int(q_values.argmax())
 
 
-# ---------------------------------------------------------------------------------------------------
-# Replay buffer
-# ---------------------------------------------------------------------------------------------------
+# ---- Replay buffer -------------------------------------------------------------------------------
 class ReplayBuffer:
     """Fixed-capacity ring buffer of n-step transitions, sampled uniformly with replacement.
 
@@ -259,9 +244,7 @@ class ReplayBuffer:
             getattr(self, name)[:self.size] = state[name].numpy()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Loss / update
-# ---------------------------------------------------------------------------------------------------
+# ---- Loss / update -------------------------------------------------------------------------------
 def td_loss(q_network: QNetwork, target_network: QNetwork, batch: list[torch.Tensor],
             huber_delta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Huber_δ(y − Q(s, a; θ)) with the n-step target y = R + discount · max_a' Q(s', a'; θ⁻); also returns
@@ -280,9 +263,7 @@ def soft_update(target_network: QNetwork, q_network: QNetwork, tau: float) -> No
             target_param.lerp_(param, tau)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------------
+# ---- Training loop -------------------------------------------------------------------------------
 @dataclass
 class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
@@ -390,7 +371,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     session_seconds = time.perf_counter() - progress.session_start
     state.train_seconds = progress.train_seconds()
     if STOP:
-        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
+        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
         save_checkpoint(state, run_dir)
     if args.capture_video and not STOP:
@@ -403,9 +384,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
 
 
-# ---------------------------------------------------------------------------------------------------
-# Evaluation and video
-# ---------------------------------------------------------------------------------------------------
+# ---- Evaluation and video ------------------------------------------------------------------------
 def evaluate(env: gym.Env, q_network: QNetwork | None, episodes: int, seed: int,
              device: torch.device) -> np.ndarray | None:
     """Undiscounted return of `episodes` whole episodes (compute_avg_return) of the greedy policy of
@@ -467,9 +446,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
-# ---------------------------------------------------------------------------------------------------
-# main()
-# ---------------------------------------------------------------------------------------------------
+# ---- main() --------------------------------------------------------------------------------------
 def main(args: Args) -> None:
     check_args(args)
     torch.manual_seed(args.seed)
@@ -525,26 +502,14 @@ def check_args(args: Args) -> None:
         raise InputError("--resume and --eval-checkpoint cannot be used together")
 
 
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the model and summary are
-    saved, and the process exits with 128 + the signal's number. A second signal stops the process at once."""
-
-    def __init__(self):
-        self.signal = None
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-        signal.signal(signum, signal.SIG_DFL)
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
+STOP: list[int] = []  # the stop signals received
 
 
-STOP = StopRequest()
+def request_stop(signum, frame) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the checkpoint and summary are
+    saved and the process exits with 128 + the signal's number. A second signal stops the process at once."""
+    STOP.append(signum)
+    signal.signal(signum, signal.SIG_DFL)
 
 
 def save_checkpoint(state: TrainState, run_dir: Path) -> None:
@@ -667,21 +632,17 @@ class ProgressLine:
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
         evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
         print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}",
+              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}",
               flush=True)
         log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
 
 
-def format_duration(seconds: float) -> str:
-    """Seconds as h:mm:ss, for the ETA."""
-    return str(timedelta(seconds=int(seconds)))
-
-
 if __name__ == "__main__":
-    STOP.install()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     try:
         main(parse_args())
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(128 + STOP.signal if STOP else 0)
+    sys.exit(128 + STOP[0] if STOP else 0)

@@ -21,23 +21,16 @@ the policy's entropy −log π falls below H̄ and falls when it is above, so ex
 than hand-set. Only `terminated` (the robot fell) stops the bootstrap; a time limit (`truncated`)
 bootstraps from the true last observation.
 
-Hyperparameters follow the TF-Agents SAC tutorial and the SAC paper — batch 256, 256×256 networks, one
-update per environment step, 10,000 initial random steps, target entropy −|A|; the replay keeps 1M
-transitions (the tutorial: 10,000) — except three from rl-baselines3-zoo's SAC tuned for pybullet's
-locomotion envs: Adam 7.3e-4 for actor, critics and α (tutorial and paper: 3e-4), γ = 0.98 (0.99) and
-τ = 0.02 (0.005); benchmarks/RESULTS.md compares the two sets. Two choices are ours:
-  - α starts at 0.01 rather than 1: the Minitaur's rewards per step are tiny, and at α = 1 the entropy
-    bonus would outweigh them by orders of magnitude until tuning had lowered α. Tuning still raises α
-    where an env needs it, as on Pendulum.
+Hyperparameters are the TF-Agents SAC tutorial's and the SAC paper's, except the learning rate, γ and τ, from
+rl-baselines3-zoo's SAC for pybullet's locomotion envs; Args names the source of each. Two choices are ours:
+  - α starts at 0.01 rather than 1: the Minitaur's rewards per step are tiny, and at α = 1 the entropy bonus
+    would outweigh them until tuning had lowered α. Tuning still raises α where an env needs it.
   - Observations are normalised by their running mean and standard deviation (clipped to ±10; frozen for
-    evaluation and saved with the networks). Their bounds are no scale: the motor velocities are bounded
-    by ±168 but stay far inside, so rescaling the bounds to [−1, 1] would squeeze them to a few hundredths.
+    evaluation and saved with the networks). Their bounds are no scale: the motor velocities are bounded by
+    ±168 but stay far inside.
 
-The Minitaur (appendix at the end): `import pybullet_envs` fails on a current stack, so this file defines
-and registers a gymnasium `MinitaurBulletEnv-v0`; `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")`
-works wherever this file is importable. pybullet has wheels for Python 3.11 only (it builds from source on
-newer ones); without it SAC runs on any other continuous-control env, and asking for the Minitaur says how
-to get pybullet, in one line.
+The Minitaur (appendix at the end): `import pybullet_envs` fails on a current stack, so this file registers a
+gymnasium `MinitaurBulletEnv-v0` of its own: `gymnasium.make("sac_minitaur:MinitaurBulletEnv-v0")`.
 
     TF-Agents (SAC tutorial)                     this file
     suite_pybullet.load('MinitaurBulletEnv-v0')  MinitaurBulletEnv (appendix), make_env(), make_vector_env()
@@ -94,19 +87,19 @@ class Args:
     learning_rate: float = 7.3e-4
     """Adam learning rate of the actor, the critics and α (rl-baselines3-zoo, pybullet envs; SAC paper: 3e-4)"""
     buffer_size: int = 1_000_000
-    """replay buffer capacity in transitions"""
+    """replay buffer capacity in transitions (SAC paper; TF-Agents tutorial: 10,000)"""
     batch_size: int = 256
-    """transitions per gradient step"""
+    """transitions per gradient step (SAC paper, TF-Agents)"""
     gamma: float = 0.98
     """discount factor γ (rl-baselines3-zoo, pybullet envs; SAC paper: 0.99)"""
     tau: float = 0.02
     """target critic update rate: φ̄ ← τφ + (1 − τ)φ̄ after every update (rl-baselines3-zoo; paper: 0.005)"""
     hidden_sizes: tuple[int, ...] = (256, 256)
-    """widths of the hidden layers of the actor and of each critic"""
+    """widths of the hidden layers of the actor and of each critic (SAC paper, TF-Agents)"""
     learning_starts: int = 10_000
-    """environment steps of uniform random actions before the first update (TF-Agents: 10,000)"""
+    """environment steps of uniform random actions before the first update (TF-Agents)"""
     initial_alpha: float = 0.01
-    """initial temperature α, then tuned toward the target entropy −|A| (TF-Agents: 1; see the docstring)"""
+    """initial temperature α, tuned toward the target entropy −|A| (SAC paper) from there (TF-Agents: 1; see above)"""
     num_envs: int = 1
     """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
 
@@ -137,21 +130,17 @@ class Args:
     """folder under which the run directory is created"""
 
 
-# ---------------------------------------------------------------------------------------------------
-# Environment
-# ---------------------------------------------------------------------------------------------------
+# ---- Environment ---------------------------------------------------------------------------------
 def make_env(env_id: str, video: Path | None = None, video_length: int = 0) -> gym.Env:
     """One env; with `video`, its first episode is recorded there (as <video stem>-episode-0.mp4, which
     record_video() renames). Callers seed it with reset(seed=...)."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video else None)
-    except ModuleNotFoundError as e:
-        if e.name in ("pybullet", "pybullet_data", "pybullet_utils"):
+    except (ModuleNotFoundError, gym.error.Error, AttributeError, TypeError) as e:
+        if getattr(e, "name", None) in ("pybullet", "pybullet_data", "pybullet_utils"):
             raise InputError(f"'{env_id}' needs pybullet: `pip install pybullet==3.2.7` (on Python 3.12 and later "
                              f"it builds from source in a few minutes, with a C++ compiler and the Python headers)"
                              ) from None
-        raise InputError(f"cannot make env '{env_id}': {e}") from None
-    except (gym.error.Error, AttributeError, TypeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     if video is None:
         return env
@@ -188,9 +177,7 @@ def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     return gym.vector.AsyncVectorEnv([worker_env] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------------
+# ---- Network -------------------------------------------------------------------------------------
 class ObservationNormalizer(nn.Module):
     """(obs − mean) / std, clipped to ±10, with the mean and variance of all observations collected so far
     (merged batch by batch, Chan et al.'s parallel formula). The statistics change only in update(), which
@@ -267,9 +254,7 @@ class TwinCritic(nn.Module):
         return torch.stack([self.q1(obs_action).squeeze(-1), self.q2(obs_action).squeeze(-1)])
 
 
-# ---------------------------------------------------------------------------------------------------
-# Replay buffer
-# ---------------------------------------------------------------------------------------------------
+# ---- Replay buffer -------------------------------------------------------------------------------
 class ReplayBuffer:
     """Fixed-capacity float32 ring buffer of (obs, action, reward, next_obs, terminated), sampled uniformly.
     `next_obs` is the true next observation, also when an episode was truncated, and `terminated` alone
@@ -312,9 +297,7 @@ class ReplayBuffer:
             column[:self.size] = state[name].numpy()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Loss / update
-# ---------------------------------------------------------------------------------------------------
+# ---- Loss / update -------------------------------------------------------------------------------
 def soft_td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor, next_log_prob: torch.Tensor,
                    alpha: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + γ (1 − terminated) [min_i Q̄_i(s', ã') − α log π(ã'|s')]; next_q holds both target critics'
@@ -378,9 +361,7 @@ class SacAgent(nn.Module):
         self.optimizers[name].step()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------------
+# ---- Training loop -------------------------------------------------------------------------------
 @dataclass
 class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
@@ -429,8 +410,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         else:
             with torch.no_grad():
                 actions = agent.actor.sample(torch.as_tensor(obs, device=device))[0].cpu().numpy()
-        # Step the environments: the workers simulate while this process learns below, from the replay so
-        # far (their physics overlaps with the updates); the step's results are collected after.
+        # Step: the workers simulate while this process learns below; the step's results are collected after.
         envs.step_async(actions)
         state.global_step += num_envs
         step = state.global_step
@@ -443,8 +423,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                 if state.gradient_steps % LOG_EVERY == 0:
                     log(writer, step, {f"losses/{name}": value.item() for name, value in losses.items()})
 
-        # Store the step. Where an episode ended, next_obs already starts the next one: the true last
-        # observation, which the transition needs, is in info.
+        # Store: where an episode ended, next_obs starts the next one; its true last observation is in info.
         next_obs, rewards, terminated, truncated, info = envs.step_wait()
         real_next_obs = next_obs.copy()
         episode_returns += rewards
@@ -477,7 +456,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     session_seconds = time.perf_counter() - progress.session_start
     state.train_seconds = progress.train_seconds()
     if STOP:
-        print(f"\nstopped by {signal.Signals(STOP.signal).name} at step {state.global_step:,}: "
+        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
               f"saving what was learned", flush=True)
         save_checkpoint(state, run_dir)
     envs.close()
@@ -490,9 +469,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
 
 
-# ---------------------------------------------------------------------------------------------------
-# Evaluation and video
-# ---------------------------------------------------------------------------------------------------
+# ---- Evaluation and video ------------------------------------------------------------------------
 def greedy_actions(actor: Actor, obs: np.ndarray, device: torch.device) -> np.ndarray:
     with torch.no_grad():
         return actor.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
@@ -536,9 +513,6 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     checkpoint = load_checkpoint(args.eval_checkpoint)
     obs_dim, action_space = probe_env(args)
     saved = checkpoint.get("args", checkpoint)
-    if saved.get("obs_normalization", "running") != "running":
-        raise InputError(f"'{args.eval_checkpoint}' was trained on observations scaled by "
-                         f"'{saved['obs_normalization']}', not by their running statistics as here")
     actor = Actor(obs_dim, action_space, tuple(saved["hidden_sizes"]), ObservationNormalizer(obs_dim))
     weights = checkpoint["actor"] if "actor" in checkpoint else {
         name[len("actor."):]: value for name, value in checkpoint["agent"].items() if name.startswith("actor.")}
@@ -565,9 +539,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
-# ---------------------------------------------------------------------------------------------------
-# main()
-# ---------------------------------------------------------------------------------------------------
+# ---- main() --------------------------------------------------------------------------------------
 def main(args: Args) -> None:
     check_args(args)
     torch.manual_seed(args.seed)
@@ -623,27 +595,14 @@ def check_args(args: Args) -> None:
         raise InputError("--resume and --eval-checkpoint cannot be used together")
 
 
-class StopRequest:
-    """Ctrl-C (SIGINT) and SIGTERM (docker stop, systemd, SLURM, Ray) ask training to stop after the step
-    under way: the checkpoint and summary are saved, and the process exits with 128 + the signal's number.
-    A second signal stops the process at once."""
-
-    def __init__(self):
-        self.signal = None
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-        signal.signal(signum, signal.SIG_DFL)
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
+STOP: list[int] = []  # the stop signals received
 
 
-STOP = StopRequest()
+def request_stop(signum, frame) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop after the step under way: the checkpoint and summary are
+    saved and the process exits with 128 + the signal's number. A second signal stops the process at once."""
+    STOP.append(signum)
+    signal.signal(signum, signal.SIG_DFL)
 
 
 def save_checkpoint(state: TrainState, run_dir: Path) -> None:
@@ -771,13 +730,8 @@ class ProgressLine:
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
         evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
         print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"{sps:,.0f} steps/s | ETA {format_duration((self.total_steps - step) / sps)}", flush=True)
+              f"{sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}", flush=True)
         log(writer, step, {"charts/SPS": sps})
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as h:mm:ss, for the ETA."""
-    return str(timedelta(seconds=int(seconds)))
 
 
 # ===================================================================================================
@@ -917,10 +871,11 @@ if "MinitaurBulletEnv-v0" not in gym.registry:  # also imported by gymnasium as 
 
 
 if __name__ == "__main__":  # last, after the appendix: the Minitaur is registered before main() runs
-    STOP.install()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     try:
         main(parse_args())
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(128 + STOP.signal if STOP else 0)
+    sys.exit(128 + STOP[0] if STOP else 0)

@@ -32,7 +32,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from benchmarks.tools.common import machine, report
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS_FLOAT32 = ("import dqn_atari; dqn_atari.bf16_is_fast = lambda device: False; dqn_atari.STOP.install(); "
+OURS_FLOAT32 = ("import signal, dqn_atari; dqn_atari.bf16_is_fast = lambda device: False; "
+                "[signal.signal(s, dqn_atari.request_stop) for s in (signal.SIGINT, signal.SIGTERM)]; "
                 "dqn_atari.main(dqn_atari.parse_args())")
 CLEANRL = "import ale_py, runpy; runpy.run_path('cleanrl/dqn_atari.py', run_name='__main__')"
 

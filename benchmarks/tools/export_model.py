@@ -17,13 +17,12 @@ import torch
 def export(checkpoint: dict) -> dict:
     step = checkpoint["global_step"]
     if "q_network" in checkpoint:  # dqn_atari
-        return {"q_network": checkpoint["q_network"], "n_actions": checkpoint["n_actions"],
-                "env_id": checkpoint["env_id"], "global_step": step}
+        return {"q_network": checkpoint["q_network"], "env_id": checkpoint["args"]["env_id"], "global_step": step}
     if "agent" in checkpoint:  # sac_minitaur
         actor = {name.removeprefix("actor."): value for name, value in checkpoint["agent"].items()
                  if name.startswith("actor.")}
         return {"actor": actor, "obs_dim": actor["net.0.weight"].shape[1], "action_dim": actor["scale"].shape[0],
-                "hidden_sizes": list(checkpoint["args"]["hidden_sizes"]), "obs_normalization": "running",
+                "hidden_sizes": list(checkpoint["args"]["hidden_sizes"]),
                 "env_id": checkpoint["args"]["env_id"], "global_step": step}
     raise SystemExit("error: not a dqn_atari or sac_minitaur training checkpoint")
 
