@@ -41,8 +41,6 @@ Usage:
     python dqn_atari.py --resume runs/<run>/dqn_atari.pt --total-timesteps 1000000   # continue in place
 """
 
-from __future__ import annotations
-
 import collections
 import copy
 import itertools
@@ -388,19 +386,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     bf16 = bf16_is_fast(device)
     if bf16:  # the target network runs only under autocast: its layers before the Q-values are held in bf16 rather
         state.target_network.net[:-1].to(torch.bfloat16)  # than cast at every step (the same numbers)
-    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
-    print(f"run directory: {run_dir}  ({args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16})",
-          flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
-    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
-    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
-    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
-    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
+    run = Run(state, f"{args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16}")  # directory, TensorBoard
     game_scores, game_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)  # the games in play
-    recent_scores, eval_scores = collections.deque(maxlen=10), np.zeros(0)
+    recent_scores = collections.deque(maxlen=10)
 
-    observations, info = envs.reset(seed=args.seed + start_step)  # a resumed run starts new games
+    observations, info = envs.reset(seed=args.seed + state.global_step)  # a resumed run starts new games
     state.memory.start_games(observations)
     lives = info["lives"].copy()
     while state.global_step < args.total_timesteps and not STOP:
@@ -423,7 +413,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
             state.optimizer.step()
             state.gradient_steps += 1
             if state.gradient_steps % LOG_EVERY == 0:
-                log(writer, step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()})
+                run.log(step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item()})
         if step % args.target_network_frequency < args.num_envs:
             state.target_network.load_state_dict(q_network.state_dict())
 
@@ -440,38 +430,24 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         game_lengths += 1
         for env in np.flatnonzero(game_over):
             recent_scores.append(float(game_scores[env]))
-            log(writer, step, {"charts/episodic_return": game_scores[env], "charts/episodic_length": game_lengths[env]})
+            run.log(step, {"charts/episodic_return": game_scores[env], "charts/episodic_length": game_lengths[env]})
             game_scores[env], game_lengths[env] = 0.0, 0
 
         if step % PROGRESS_EVERY < args.num_envs:
-            progress.report(writer, step, recent_scores, state.eval_curve, epsilon)
+            run.progress(step, recent_scores, epsilon)
         if step % args.eval_frequency < args.num_envs or step >= args.total_timesteps:
-            video = run_dir / "videos" / f"step-{step:09d}.mp4" if args.capture_video else None
+            video = run.dir / "videos" / f"step-{step:09d}.mp4" if args.capture_video else None
             scores = evaluate(q_network, args.env_id, args.eval_episodes, args.eval_epsilon,
                               args.seed + EVAL_SEED_OFFSET, device, video)
             if scores is not None:  # None: a stop was asked for during the evaluation
-                eval_scores = scores
-                state.eval_curve.append([step, float(scores.mean())])
-                log(writer, step, {"eval/mean_return": scores.mean()})
-                print(f"step {step:,} | eval {scores.mean():.2f} ± {scores.std():.2f} over {len(scores)} games",
-                      flush=True)
-                state.train_seconds = progress.train_seconds()
-                save_checkpoint(state, run_dir)
+                run.evaluated(step, scores)  # to the curve, TensorBoard and the console; the checkpoint
 
-    session_seconds = time.perf_counter() - progress.session_start
-    state.train_seconds = progress.train_seconds()
-    if STOP:
-        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
-              f"saving what was learned", flush=True)
-        save_checkpoint(state, run_dir)
+    result = run.finish()  # saves a stopped run
     if args.capture_video and not STOP:
         evaluate(q_network, args.env_id, 1, 1.0, args.seed + EVAL_SEED_OFFSET, device,
-                 run_dir / "videos" / "random-agent.mp4")
-    writer.close()
+                 run.dir / "videos" / "random-agent.mp4")
     envs.close()
-    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
-                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
-                     "eval_curve": state.eval_curve, "eval_returns": eval_scores, "interrupted": bool(STOP)}
+    return run.dir, result
 
 
 # ---- Evaluation and video ------------------------------------------------------------------------
@@ -493,7 +469,7 @@ def evaluate(q_network: QNetwork, env_id: str, episodes: int, epsilon: float, se
     scores, finished = np.zeros(episodes), np.zeros(episodes, np.bool_)
     while not finished.all() and not STOP:
         actions = select_actions(q_network, observations, epsilon, rng, envs.single_action_space.n, device)
-        observations, rewards, terminated, truncated, info = envs.step(actions)
+        observations, rewards, terminated, truncated, _ = envs.step(actions)
         if video_path is not None and not finished[0]:
             screen, _, screen_terminated, screen_truncated, screen_info = screen_env.step(actions[:1])
             screen = screen_info["final_obs"] if screen_terminated[0] or screen_truncated[0] else screen
@@ -714,36 +690,62 @@ def make_run_dir(args: Args) -> Path:
             continue
 
 
-def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
+class Run:
+    """A training run's directory, TensorBoard writer, progress line and clock. A resumed run goes on in its own
+    directory and TensorBoard run, replacing what was logged after its checkpoint; its arguments (a new
+    --total-timesteps, say) are logged at the step it resumes at."""
 
+    def __init__(self, state: TrainState, detail: str):
+        args, self.state = state.args, state
+        self.dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: it begins
+        print(f"run directory: {self.dir}  ({detail})", flush=True)
+        self.writer = SummaryWriter(str(self.dir), purge_step=state.global_step + 1 if args.resume else None)
+        table = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table, state.global_step)
+        self.start_step, self.earlier_seconds, self.start = state.global_step, state.train_seconds, time.perf_counter()
+        self.last_line, self.eval_returns = (state.global_step, self.start), np.zeros(0)
 
-class ProgressLine:
-    """The progress line,
-    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | ε 0.010 | 58 steps/s | ETA 0:51:40`.
-    Steps/s (also to TensorBoard, with ε) and the ETA come from the steps since the previous line, not since
-    the start, which the fast steps before learning starts would skew. Also counts the training seconds."""
+    def log(self, step: int, scalars: dict) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
 
-    def __init__(self, total_steps: int, state: TrainState):
-        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
-        self.session_start = time.perf_counter()
-        self.last = (state.global_step, self.session_start)
-
-    def train_seconds(self) -> float:
-        """Over all sessions of the run."""
-        return self.earlier_seconds + time.perf_counter() - self.session_start
-
-    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list, epsilon: float) -> None:
-        now = time.perf_counter()
-        sps = (step - self.last[0]) / (now - self.last[1])
-        self.last = (step, now)
+    def progress(self, step: int, recent_returns, epsilon: float) -> None:
+        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.01 | 58 steps/s | ETA 0:05:10`.
+        Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
+        which the fast steps before learning starts would skew."""
+        now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve
+        sps = (step - self.last_line[0]) / (now - self.last_line[1])
+        self.last_line = (step, now)
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
-        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
-        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}",
+        evaluated = f"{curve[-1][1]:7.2f} at {curve[-1][0]:,}" if curve else f"{'–':>6}"
+        print(f"step {step:,} of {total:,} | last 10 episodes {recent} | eval {evaluated} | ε {epsilon:.3f} | "
+              f"{sps:,.0f} steps/s | ETA {timedelta(seconds=int((total - step) / sps))}", flush=True)
+        self.log(step, {"charts/SPS": sps, "charts/epsilon": epsilon})
+
+    def evaluated(self, step: int, returns: np.ndarray) -> None:
+        """An evaluation's returns to the curve, TensorBoard and the console; then the checkpoint."""
+        self.eval_returns = returns
+        self.state.eval_curve.append([step, float(returns.mean())])
+        self.log(step, {"eval/mean_return": returns.mean()})
+        print(f"step {step:,} | eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes",
               flush=True)
-        log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
+        self.save()
+
+    def save(self) -> None:
+        self.state.train_seconds = self.earlier_seconds + time.perf_counter() - self.start
+        save_checkpoint(self.state, self.dir)
+
+    def finish(self) -> dict:
+        """Save a stopped run, close TensorBoard, and return what summary.json reports of the training."""
+        state, seconds = self.state, time.perf_counter() - self.start
+        if STOP:
+            print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: saving what was learned",
+                  flush=True)
+            self.save()
+        self.writer.close()
+        return {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                "sps": (state.global_step - self.start_step) / seconds, "wall_seconds": self.earlier_seconds + seconds,
+                "eval_curve": state.eval_curve, "eval_returns": self.eval_returns, "interrupted": bool(STOP)}
 
 
 if __name__ == "__main__":

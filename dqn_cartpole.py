@@ -38,8 +38,6 @@ Usage:
     tensorboard --logdir runs
 """
 
-from __future__ import annotations
-
 import itertools
 import json
 import os
@@ -297,20 +295,13 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     if args.resume:
         restore(state, load_checkpoint(args.resume))
         print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
-    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
-    print(f"run directory: {run_dir}  (device: {device})", flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
-    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
-    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
-    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
+    run = Run(state, f"device: {device}")  # the run directory, TensorBoard, the progress line
     exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
-    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
-    recent_returns, eval_returns = deque(maxlen=10), np.zeros(0)
-    obs, _ = env.reset(seed=args.seed + start_step)  # a resumed run starts a new episode
-    env.action_space.seed(args.seed + start_step)
+    recent_returns = deque(maxlen=10)
+    obs, _ = env.reset(seed=args.seed + state.global_step)  # a resumed run starts a new episode
+    env.action_space.seed(args.seed + state.global_step)
 
-    for global_step in range(start_step + 1, args.total_timesteps + 1):
+    for global_step in range(state.global_step + 1, args.total_timesteps + 1):
         state.global_step = global_step
         # Act: ε-greedy (TF-Agents' collect_policy).
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
@@ -328,8 +319,8 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         obs = next_obs
         if terminated or truncated:
             recent_returns.append(float(info["episode"]["r"]))
-            log(writer, global_step, {"charts/episodic_return": info["episode"]["r"],
-                                      "charts/episodic_length": info["episode"]["l"]})
+            run.log(global_step, {"charts/episodic_return": info["episode"]["r"],
+                                  "charts/episodic_length": info["episode"]["l"]})
             obs, _ = env.reset()
 
         # Learn: one gradient step on a replayed batch, the learning rate decaying linearly to 0.
@@ -343,45 +334,31 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
             optimizer.step()
             state.gradient_steps += 1
             if state.gradient_steps % LOG_EVERY == 0:
-                log(writer, global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
-                                          "charts/learning_rate": optimizer.param_groups[0]["lr"]})
+                run.log(global_step, {"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
+                                      "charts/learning_rate": optimizer.param_groups[0]["lr"]})
 
         # Update the target network: θ⁻ follows θ slowly.
         if global_step % args.target_network_frequency == 0:
             soft_update(target_network, q_network, args.tau)
 
         if global_step % PROGRESS_EVERY == 0:
-            progress.report(writer, global_step, recent_returns, state.eval_curve, epsilon)
+            run.progress(global_step, recent_returns, epsilon)
         if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
             returns = evaluate(eval_env, q_network, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
             if returns is not None:  # None: a stop was asked for during the evaluation
-                eval_returns = returns
-                state.eval_curve.append([global_step, float(returns.mean())])
-                log(writer, global_step, {"eval/mean_return": returns.mean()})
-                print(f"step {global_step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} "
-                      f"over {len(returns)} episodes", flush=True)
+                run.evaluated(global_step, returns)  # to the curve, TensorBoard and the console; the checkpoint
                 if args.capture_video:
                     record_video(q_network, args.env_id, args.seed + EVAL_SEED_OFFSET,
-                                 run_dir / "videos" / f"step-{global_step:09d}.mp4", device)
-                state.train_seconds = progress.train_seconds()
-                save_checkpoint(state, run_dir)
+                                 run.dir / "videos" / f"step-{global_step:09d}.mp4", device)
         if STOP:
             break
 
-    session_seconds = time.perf_counter() - progress.session_start
-    state.train_seconds = progress.train_seconds()
-    if STOP:
-        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
-              f"saving what was learned", flush=True)
-        save_checkpoint(state, run_dir)
+    result = run.finish()  # saves a stopped run
     if args.capture_video and not STOP:
-        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / "random-agent.mp4", device)
-    writer.close()
+        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run.dir / "videos" / "random-agent.mp4", device)
     env.close()
     eval_env.close()
-    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
-                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
-                     "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
+    return run.dir, result
 
 
 # ---- Evaluation and video ------------------------------------------------------------------------
@@ -605,36 +582,62 @@ def make_run_dir(args: Args) -> Path:
             continue
 
 
-def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
+class Run:
+    """A training run's directory, TensorBoard writer, progress line and clock. A resumed run goes on in its own
+    directory and TensorBoard run, replacing what was logged after its checkpoint; its arguments (a new
+    --total-timesteps, say) are logged at the step it resumes at."""
 
+    def __init__(self, state: TrainState, detail: str):
+        args, self.state = state.args, state
+        self.dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: it begins
+        print(f"run directory: {self.dir}  ({detail})", flush=True)
+        self.writer = SummaryWriter(str(self.dir), purge_step=state.global_step + 1 if args.resume else None)
+        table = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table, state.global_step)
+        self.start_step, self.earlier_seconds, self.start = state.global_step, state.train_seconds, time.perf_counter()
+        self.last_line, self.eval_returns = (state.global_step, self.start), np.zeros(0)
 
-class ProgressLine:
-    """The progress line,
-    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | ε 0.010 | 58 steps/s | ETA 0:51:40`.
-    Steps/s (also to TensorBoard, with ε) and the ETA come from the steps since the previous line, not since
-    the start, which the fast steps before learning starts would skew. Also counts the training seconds."""
+    def log(self, step: int, scalars: dict) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
 
-    def __init__(self, total_steps: int, state: TrainState):
-        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
-        self.session_start = time.perf_counter()
-        self.last = (state.global_step, self.session_start)
-
-    def train_seconds(self) -> float:
-        """Over all sessions of the run."""
-        return self.earlier_seconds + time.perf_counter() - self.session_start
-
-    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list, epsilon: float) -> None:
-        now = time.perf_counter()
-        sps = (step - self.last[0]) / (now - self.last[1])
-        self.last = (step, now)
+    def progress(self, step: int, recent_returns, epsilon: float) -> None:
+        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.01 | 58 steps/s | ETA 0:05:10`.
+        Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
+        which the fast steps before learning starts would skew."""
+        now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve
+        sps = (step - self.last_line[0]) / (now - self.last_line[1])
+        self.last_line = (step, now)
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
-        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
-        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"ε {epsilon:.3f} | {sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}",
+        evaluated = f"{curve[-1][1]:7.2f} at {curve[-1][0]:,}" if curve else f"{'–':>6}"
+        print(f"step {step:,} of {total:,} | last 10 episodes {recent} | eval {evaluated} | ε {epsilon:.3f} | "
+              f"{sps:,.0f} steps/s | ETA {timedelta(seconds=int((total - step) / sps))}", flush=True)
+        self.log(step, {"charts/SPS": sps, "charts/epsilon": epsilon})
+
+    def evaluated(self, step: int, returns: np.ndarray) -> None:
+        """An evaluation's returns to the curve, TensorBoard and the console; then the checkpoint."""
+        self.eval_returns = returns
+        self.state.eval_curve.append([step, float(returns.mean())])
+        self.log(step, {"eval/mean_return": returns.mean()})
+        print(f"step {step:,} | eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes",
               flush=True)
-        log(writer, step, {"charts/SPS": sps, "charts/epsilon": epsilon})
+        self.save()
+
+    def save(self) -> None:
+        self.state.train_seconds = self.earlier_seconds + time.perf_counter() - self.start
+        save_checkpoint(self.state, self.dir)
+
+    def finish(self) -> dict:
+        """Save a stopped run, close TensorBoard, and return what summary.json reports of the training."""
+        state, seconds = self.state, time.perf_counter() - self.start
+        if STOP:
+            print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: saving what was learned",
+                  flush=True)
+            self.save()
+        self.writer.close()
+        return {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                "sps": (state.global_step - self.start_step) / seconds, "wall_seconds": self.earlier_seconds + seconds,
+                "eval_curve": state.eval_curve, "eval_returns": self.eval_returns, "interrupted": bool(STOP)}
 
 
 if __name__ == "__main__":

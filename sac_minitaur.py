@@ -388,18 +388,11 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     if args.resume:
         restore(state, load_checkpoint(args.resume))
         print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
-    run_dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: the run begins
-    print(f"run directory: {run_dir}  (device: {device})", flush=True)
-    # a resumed run goes on in the same TensorBoard run, replacing what was logged after its checkpoint; its
-    # arguments (a new --total-timesteps, say) are logged at the step it resumes at
-    writer = SummaryWriter(str(run_dir), purge_step=state.global_step + 1 if args.resume else None)
-    hyperparameters = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + hyperparameters, state.global_step)
+    run = Run(state, f"device: {device}")  # the run directory, TensorBoard, the progress line
     envs, num_envs = make_vector_env(args.env_id, args.num_envs), args.num_envs
-    start_step, progress = state.global_step, ProgressLine(args.total_timesteps, state)
     episode_returns, episode_lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
-    recent_returns, eval_returns = collections.deque(maxlen=10), np.zeros(0)
-    obs, _ = envs.reset(seed=args.seed + start_step)  # a resumed run starts new episodes
+    recent_returns = collections.deque(maxlen=10)
+    obs, _ = envs.reset(seed=args.seed + state.global_step)  # a resumed run starts new episodes
 
     while state.global_step < args.total_timesteps and not STOP:
         # Act: uniform random actions until learning starts, then the stochastic policy (collect_policy).
@@ -421,7 +414,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                 losses = agent.update(*buffer.sample(args.batch_size))
                 state.gradient_steps += 1
                 if state.gradient_steps % LOG_EVERY == 0:
-                    log(writer, step, {f"losses/{name}": value.item() for name, value in losses.items()})
+                    run.log(step, {f"losses/{name}": value.item() for name, value in losses.items()})
 
         # Store: where an episode ended, next_obs starts the next one; its true last observation is in info.
         next_obs, rewards, terminated, truncated, info = envs.step_wait()
@@ -431,42 +424,28 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         for env in np.flatnonzero(terminated | truncated):
             real_next_obs[env] = info["final_obs"][env]
             recent_returns.append(float(episode_returns[env]))
-            log(writer, step, {"charts/episodic_return": episode_returns[env],
-                               "charts/episodic_length": episode_lengths[env]})
+            run.log(step, {"charts/episodic_return": episode_returns[env],
+                           "charts/episodic_length": episode_lengths[env]})
             episode_returns[env], episode_lengths[env] = 0.0, 0
         buffer.add(obs=obs, actions=actions, rewards=rewards, next_obs=real_next_obs, terminated=terminated)
         obs = next_obs
 
         if step % PROGRESS_EVERY < num_envs:
-            progress.report(writer, step, recent_returns, state.eval_curve)
+            run.progress(step, recent_returns)
         if step % args.eval_frequency < num_envs or step >= args.total_timesteps:
             returns = evaluate(agent.actor, args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
             if returns is not None:  # None: a stop was asked for during the evaluation
-                eval_returns = returns
-                state.eval_curve.append([step, float(returns.mean())])
-                log(writer, step, {"eval/mean_return": returns.mean()})
-                print(f"step {step:,} | greedy eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} "
-                      f"episodes | α {agent.log_alpha.exp().item():.4f}", flush=True)
+                run.evaluated(step, returns)  # to the curve, TensorBoard and the console; the checkpoint
                 if args.capture_video:
                     record_video(agent.actor, args.env_id, args.seed + EVAL_SEED_OFFSET,
-                                 run_dir / "videos" / f"step-{step:09d}.mp4", args.video_length, device)
-                state.train_seconds = progress.train_seconds()
-                save_checkpoint(state, run_dir)
+                                 run.dir / "videos" / f"step-{step:09d}.mp4", args.video_length, device)
 
-    session_seconds = time.perf_counter() - progress.session_start
-    state.train_seconds = progress.train_seconds()
-    if STOP:
-        print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: "
-              f"saving what was learned", flush=True)
-        save_checkpoint(state, run_dir)
+    result = run.finish()  # saves a stopped run
     envs.close()
     if args.capture_video and not STOP:
-        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / "random-agent.mp4",
+        record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run.dir / "videos" / "random-agent.mp4",
                      args.video_length, device)
-    writer.close()
-    return run_dir, {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
-                     "sps": (state.global_step - start_step) / session_seconds, "wall_seconds": state.train_seconds,
-                     "eval_curve": state.eval_curve, "eval_returns": eval_returns, "interrupted": bool(STOP)}
+    return run.dir, result
 
 
 # ---- Evaluation and video ------------------------------------------------------------------------
@@ -703,35 +682,62 @@ def make_run_dir(args: Args) -> Path:
             continue
 
 
-def log(writer: SummaryWriter, step: int, scalars: dict) -> None:
-    for tag, value in scalars.items():
-        writer.add_scalar(tag, value, step)
+class Run:
+    """A training run's directory, TensorBoard writer, progress line and clock. A resumed run goes on in its own
+    directory and TensorBoard run, replacing what was logged after its checkpoint; its arguments (a new
+    --total-timesteps, say) are logged at the step it resumes at."""
 
+    def __init__(self, state: TrainState, detail: str):
+        args, self.state = state.args, state
+        self.dir = Path(args.resume).parent if args.resume else make_run_dir(args)  # the input is checked: it begins
+        print(f"run directory: {self.dir}  ({detail})", flush=True)
+        self.writer = SummaryWriter(str(self.dir), purge_step=state.global_step + 1 if args.resume else None)
+        table = "\n".join(f"|{name}|{value}|" for name, value in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table, state.global_step)
+        self.start_step, self.earlier_seconds, self.start = state.global_step, state.train_seconds, time.perf_counter()
+        self.last_line, self.eval_returns = (state.global_step, self.start), np.zeros(0)
 
-class ProgressLine:
-    """The progress line,
-    `step 120,000 of 300,000 | last 10 episodes   15.3 | eval   17.20 at 100,000 | 58 steps/s | ETA 0:51:40`.
-    Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the
-    start, which the fast steps before learning starts would skew. Also counts the training seconds."""
+    def log(self, step: int, scalars: dict) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
 
-    def __init__(self, total_steps: int, state: TrainState):
-        self.total_steps, self.earlier_seconds = total_steps, state.train_seconds
-        self.session_start = time.perf_counter()
-        self.last = (state.global_step, self.session_start)
-
-    def train_seconds(self) -> float:
-        """Over all sessions of the run."""
-        return self.earlier_seconds + time.perf_counter() - self.session_start
-
-    def report(self, writer: SummaryWriter, step: int, recent_returns, eval_curve: list) -> None:
-        now = time.perf_counter()
-        sps = (step - self.last[0]) / (now - self.last[1])
-        self.last = (step, now)
+    def progress(self, step: int, recent_returns) -> None:
+        """`step 120,000 of 300,000 | last 10 episodes 15.3 | eval 17.20 at 100,000 | 58 steps/s | ETA 0:51:40`.
+        Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
+        which the fast steps before learning starts would skew."""
+        now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve
+        sps = (step - self.last_line[0]) / (now - self.last_line[1])
+        self.last_line = (step, now)
         recent = f"{np.mean(recent_returns):6.1f}" if recent_returns else f"{'–':>6}"
-        evaluated = f"{eval_curve[-1][1]:7.2f} at {eval_curve[-1][0]:,}" if eval_curve else f"{'–':>6}"
-        print(f"step {step:,} of {self.total_steps:,} | last 10 episodes {recent} | eval {evaluated} | "
-              f"{sps:,.0f} steps/s | ETA {timedelta(seconds=int((self.total_steps - step) / sps))}", flush=True)
-        log(writer, step, {"charts/SPS": sps})
+        evaluated = f"{curve[-1][1]:7.2f} at {curve[-1][0]:,}" if curve else f"{'–':>6}"
+        print(f"step {step:,} of {total:,} | last 10 episodes {recent} | eval {evaluated} | {sps:,.0f} steps/s | "
+              f"ETA {timedelta(seconds=int((total - step) / sps))}", flush=True)
+        self.log(step, {"charts/SPS": sps})
+
+    def evaluated(self, step: int, returns: np.ndarray) -> None:
+        """An evaluation's returns to the curve, TensorBoard and the console; then the checkpoint."""
+        self.eval_returns = returns
+        self.state.eval_curve.append([step, float(returns.mean())])
+        self.log(step, {"eval/mean_return": returns.mean()})
+        print(f"step {step:,} | eval {returns.mean():.2f} ± {returns.std():.2f} over {len(returns)} episodes",
+              flush=True)
+        self.save()
+
+    def save(self) -> None:
+        self.state.train_seconds = self.earlier_seconds + time.perf_counter() - self.start
+        save_checkpoint(self.state, self.dir)
+
+    def finish(self) -> dict:
+        """Save a stopped run, close TensorBoard, and return what summary.json reports of the training."""
+        state, seconds = self.state, time.perf_counter() - self.start
+        if STOP:
+            print(f"\nstopped by {signal.Signals(STOP[0]).name} at step {state.global_step:,}: saving what was learned",
+                  flush=True)
+            self.save()
+        self.writer.close()
+        return {"global_step": state.global_step, "gradient_steps": state.gradient_steps,
+                "sps": (state.global_step - self.start_step) / seconds, "wall_seconds": self.earlier_seconds + seconds,
+                "eval_curve": state.eval_curve, "eval_returns": self.eval_returns, "interrupted": bool(STOP)}
 
 
 # ===================================================================================================

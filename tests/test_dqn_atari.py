@@ -12,7 +12,6 @@ import pytest
 import torch
 from moviepy import VideoFileClip
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
 
 import dqn_atari
 from conftest import ROOT, assert_one_line_error, only_run_dir, read_summary, run_script
@@ -116,11 +115,12 @@ def test_resume_refuses_unsafe_flags_and_bad_files(trained_run, tmp_path):
 
 
 def test_the_progress_line_of_a_resumed_run_shows_its_latest_evaluation(tmp_path, capsys):
-    writer = SummaryWriter(str(tmp_path))
-    progress = dqn_atari.ProgressLine(40_000, SimpleNamespace(global_step=20_000, train_seconds=100.0))
-    progress.report(writer, 30_000, collections.deque([-20.0, -19.0]), [[10_000, -20.5], [20_000, -19.0]], 0.5)
-    writer.close()
-    line = capsys.readouterr().out.strip()
+    state = SimpleNamespace(args=dqn_atari.Args(total_timesteps=40_000, run_root=str(tmp_path)), global_step=20_000,
+                            train_seconds=100.0, eval_curve=[[10_000, -20.5], [20_000, -19.0]])
+    run = dqn_atari.Run(state, "cpu")
+    run.progress(30_000, collections.deque([-20.0, -19.0]), 0.5)
+    run.writer.close()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"step 30,000 of 40,000 \| last 10 episodes  -19\.5 \| eval  -19\.00 at 20,000 \| ε 0\.500 \| "
                         r"[\d,]+ steps/s \| ETA \d+:\d\d:\d\d", line), line
 

@@ -31,7 +31,7 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "600", "--capture-video",
                         "--run-root", str(tmp_path / "train"))
     assert result.returncode == 0, result.stderr
-    assert "step 300 | greedy eval" in result.stdout and "step 600 | greedy eval" in result.stdout
+    assert "step 300 | eval " in result.stdout and "step 600 | eval " in result.stdout
     run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("CartPole-v1__dqn_cartpole__1__")
     summary = read_summary(run_dir)

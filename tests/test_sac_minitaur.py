@@ -13,7 +13,6 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from moviepy import VideoFileClip
-from torch.utils.tensorboard import SummaryWriter
 
 import sac_minitaur
 from conftest import ROOT, assert_one_line_error, only_run_dir, read_summary, run_script
@@ -317,12 +316,14 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, mon
 
 
 def test_progress_line(tmp_path, capsys):
-    writer = SummaryWriter(str(tmp_path))
-    progress = sac_minitaur.ProgressLine(300_000, SimpleNamespace(global_step=100_000, train_seconds=0.0))
-    progress.report(writer, 120_000, collections.deque([15.3, 15.3]), [[100_000, 17.2]])
-    progress.report(writer, 122_500, collections.deque(), [])
-    writer.close()
-    first, second = capsys.readouterr().out.splitlines()
+    state = SimpleNamespace(args=sac_minitaur.Args(total_timesteps=300_000, run_root=str(tmp_path)),
+                            global_step=100_000, train_seconds=0.0, eval_curve=[[100_000, 17.2]])
+    run = sac_minitaur.Run(state, "cpu")
+    run.progress(120_000, collections.deque([15.3, 15.3]))
+    state.eval_curve.clear()
+    run.progress(122_500, collections.deque())
+    run.writer.close()
+    first, second = capsys.readouterr().out.splitlines()[-2:]
     assert re.fullmatch(r"step 120,000 of 300,000 \| last 10 episodes   15\.3 \| eval   17\.20 at 100,000 \| "
                         r"[\d,]+ steps/s \| ETA \d+:\d\d:\d\d", first), first
     assert second.startswith("step 122,500 of 300,000 | last 10 episodes      – | eval      – | "), second
