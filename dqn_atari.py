@@ -504,8 +504,8 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
                       device, videos / "agent.mp4" if videos else None)
     scores = np.zeros(0) if scores is None else scores  # stopped by a signal
     if len(scores):
-        print(f"evaluation of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
-              f"over {len(scores)} games (ε = {args.eval_epsilon})")
+        print(f"eval of {args.eval_checkpoint} on {args.env_id}: {scores.mean():.2f} ± {scores.std():.2f} "
+              f"over {len(scores)} episodes (ε = {args.eval_epsilon})")
     if videos and not STOP:
         evaluate(q_network, args.env_id, 1, 1.0, args.seed + EVAL_SEED_OFFSET, device, videos / "random-agent.mp4")
     step = checkpoint["global_step"]

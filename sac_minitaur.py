@@ -505,12 +505,13 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     returns = evaluate(actor.to(device), args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     returns = np.zeros(0) if returns is None else returns  # stopped by a signal
     if len(returns):
-        print(f"greedy eval of {args.eval_checkpoint} on {args.env_id}: "
-              f"{returns.mean():.3f} ± {returns.std():.3f} over {args.eval_episodes} episodes")
-    if args.capture_video and not STOP:
+        print(f"eval of {args.eval_checkpoint} on {args.env_id}: {returns.mean():.2f} ± {returns.std():.2f} "
+              f"over {len(returns)} episodes (greedy)")
+    if args.capture_video:
         for name, policy in [("agent", actor), ("random-agent", None)]:
-            record_video(policy, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / f"{name}.mp4",
-                         args.video_length, device)
+            if not STOP:  # a stop ends the video under way and starts no other
+                record_video(policy, args.env_id, args.seed + EVAL_SEED_OFFSET, run_dir / "videos" / f"{name}.mp4",
+                             args.video_length, device)
     step = checkpoint["global_step"]
     return run_dir, {"global_step": step, "gradient_steps": checkpoint.get("gradient_steps"), "sps": 0.0,
                      "wall_seconds": time.perf_counter() - start, "eval_returns": returns,
