@@ -79,7 +79,7 @@ class Args:
     env_id: str = "PongNoFrameskip-v4"
     """an ALE id: <Game>NoFrameskip-v4 (DeepMind protocol) or ALE/<Game>-v5 (sticky actions)"""
     learning_rate: float = 1e-4
-    """Adam's learning rate (CleanRL's dqn_atari.py; its ε is 1.5e-4, Rainbow's)"""
+    """Adam's learning rate (CleanRL's dqn_atari.py); Adam's ε is Rainbow's 1.5e-4"""
     buffer_size: int = 100_000
     """replay memory capacity in steps, one 84×84 frame each (Nature: 1,000,000)"""
     batch_size: int = 32
@@ -95,13 +95,13 @@ class Args:
     train_frequency: int = 1
     """one gradient step every this many environment steps (Nature: 4)"""
     target_network_frequency: int = 1_000
-    """copy the online network into the target every this many environment steps (CleanRL; Nature: 10,000)"""
+    """copy the online network into the target every this many environment steps (CleanRL; Nature: 10,000 updates)"""
     start_e: float = 1.0
     """initial exploration ε"""
     end_e: float = 0.01
     """final exploration ε (CleanRL; Nature: 0.1)"""
     exploration_steps: int = 100_000
-    """environment steps over which ε decays linearly from start_e to end_e (Nature: 250,000)"""
+    """steps over which ε decays linearly from start_e to end_e (Nature's "final exploration frame": 1,000,000)"""
     num_envs: int = 1
     """environments stepped at once, in C++ threads"""
 
