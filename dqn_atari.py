@@ -31,7 +31,7 @@ bf16 autocast, the Q-values still in float32.
     QNetwork(conv_layer_params, fc)        QNetwork: conv 32×8×8/4, 64×4×4/2, 64×3×3/1, dense 512
     DqnAgent (loss, gamma, n_step_update,  td_loss() and the update in train()
       target_update_period)
-    collect_policy / policy                select_actions() with ε from linear_schedule() / ε = 0.05
+    collect_policy / policy                select_actions() with ε from linear_schedule() / --eval-epsilon
     TFUniformReplayBuffer                  FrameReplayMemory (frames stored once)
     DynamicStepDriver                      the `while` loop in train()
 
@@ -106,7 +106,7 @@ class Args:
     """environments stepped at once, in C++ threads"""
 
     seed: int = 1
-    """seed of torch, numpy, the environments and exploration"""
+    """seed of torch, the environments, exploration and replay sampling"""
     total_timesteps: int = 300_000
     """environment steps (agent decisions, 4 frames each) to train for, over all envs"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -139,7 +139,7 @@ def atari_settings(env_id: str) -> dict:
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as e:
-        raise InputError(f"unknown env '{env_id}': {e}") from None
+        raise InputError(f"cannot make env '{env_id}': {e}") from None
     if not str(spec.entry_point).startswith("ale_py"):
         raise InputError(f"{SCRIPT} needs an Atari (ALE) env such as PongNoFrameskip-v4, got '{env_id}'")
     if spec.kwargs.get("obs_type", "rgb") != "rgb" or spec.kwargs.get("continuous", False):
@@ -346,7 +346,7 @@ def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
 
 def select_actions(q_network: QNetwork, observations: np.ndarray, epsilon: float, rng: np.random.Generator,
                    n_actions: int, device: torch.device) -> np.ndarray:
-    """ε-greedy actions for a batch of observations: the collect policy, or with ε = 0.05 the evaluation one."""
+    """ε-greedy actions for a batch of observations: the collect policy, or at --eval-epsilon the evaluation one."""
     explore = rng.random(len(observations)) < epsilon
     actions = rng.integers(0, n_actions, len(observations))
     if not explore.all():  # the network is only asked when some env acts greedily
@@ -369,7 +369,7 @@ class TrainState:
     global_step: int = 0
     gradient_steps: int = 0
     eval_curve: list = field(default_factory=list)  # [step, mean score] of every evaluation
-    train_seconds: float = 0.0  # of the earlier sessions of this run
+    train_seconds: float = 0.0  # up to the last checkpoint, over all sessions of the run
 
 
 def train(args: Args, device: torch.device) -> tuple[Path, dict]:
@@ -386,7 +386,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     bf16 = bf16_is_fast(device)
     if bf16:  # the target network runs only under autocast: its layers before the Q-values are held in bf16 rather
         state.target_network.net[:-1].to(torch.bfloat16)  # than cast at every step (the same numbers)
-    run = Run(state, f"{args.env_id}, {n_actions} actions, {device}{', bf16 update' * bf16}")  # directory, TensorBoard
+    run = Run(state, f"{args.env_id}, {n_actions} actions, device: {device}{', bf16 update' * bf16}")
     game_scores, game_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)  # the games in play
     recent_scores = collections.deque(maxlen=10)
 
@@ -515,6 +515,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
                      "interrupted": bool(STOP), "eval_checkpoint": args.eval_checkpoint}
 
 
+# ---- main() --------------------------------------------------------------------------------------
 def main(args: Args) -> None:
     check_args(args)
     torch.manual_seed(args.seed)  # every other generator is a seeded np.random.Generator or env
@@ -553,8 +554,8 @@ def check_args(args: Args) -> None:
     for name in ["gamma", "start_e", "end_e", "eval_epsilon"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
-    if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # ALE seeds are 32-bit; evaluation adds an offset
-        raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
+    if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
+        raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
     if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update
         raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
                          f"got {args.learning_starts}")
@@ -568,7 +569,7 @@ def check_args(args: Args) -> None:
                          f"but only {available / 1e9:.2f} GB is available")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for, but no CUDA device is available")
-    if args.eval_checkpoint and args.resume:
+    if args.resume and args.eval_checkpoint:
         raise InputError("--resume and --eval-checkpoint cannot be used together")
     atari_settings(args.env_id)  # a bad id is refused before anything is created
 
@@ -615,6 +616,17 @@ def save_checkpoint(state: TrainState, run_dir: Path) -> None:
     write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save(checkpoint, f))
 
 
+def load_checkpoint(path: str) -> dict:
+    """A checkpoint (or a model file: a `q_network` and a `global_step`) of this script, on the CPU."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
+    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
+        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
+    if not isinstance(checkpoint, dict) or not {"q_network", "global_step"} <= checkpoint.keys():
+        raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
+    return checkpoint
+
+
 def restore(state: TrainState, checkpoint: dict) -> None:
     """The inverse of save_checkpoint (the arguments excepted: parse_args took them from the checkpoint)."""
     for name in (f.name for f in fields(state) if f.name != "args"):
@@ -637,17 +649,6 @@ def write_atomically(path: Path, write) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    """A checkpoint (or a model file: a `q_network` and a `global_step`) of this script, on the CPU."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # runs no code from the file
-    except Exception as e:  # a missing, truncated or foreign file: torch.load raises many kinds
-        raise InputError(f"cannot load checkpoint '{path}': {type(e).__name__}: {' '.join(str(e).split())}") from None
-    if not isinstance(checkpoint, dict) or not {"q_network", "global_step"} <= checkpoint.keys():
-        raise InputError(f"'{path}' is not a {SCRIPT} checkpoint")
-    return checkpoint
 
 
 # flags that change nothing learnt: a resumed run may give them other values than the saved ones
@@ -678,8 +679,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def make_run_dir(args: Args) -> Path:
-    """runs/{env}__{script}__{seed}__{unix time}, created atomically: a run started in the same second with the
-    same seed gets the next free suffix (-2, -3, ...) instead of sharing the directory."""
+    """A new directory {run_root}/{env_id}__{script}__{seed}__{unix time}, made atomically: a run started in
+    the same second as another gets -2 (-3, ...) appended, so two runs never share a directory."""
     name = f"{args.env_id.replace('/', '-')}__{SCRIPT}__{args.seed}__{int(time.time())}"
     for attempt in itertools.count(1):
         run_dir = Path(args.run_root) / (name if attempt == 1 else f"{name}-{attempt}")
@@ -710,7 +711,7 @@ class Run:
             self.writer.add_scalar(tag, value, step)
 
     def progress(self, step: int, recent_returns, epsilon: float) -> None:
-        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.01 | 58 steps/s | ETA 0:05:10`.
+        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.010 | 58 steps/s | ETA 0:05:10`.
         Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
         which the fast steps before learning starts would skew."""
         now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve

@@ -96,7 +96,7 @@ class Args:
     """fraction of total_timesteps over which ε decays linearly from start_e to end_e"""
 
     seed: int = 1
-    """seed of torch, the environments and the action space"""
+    """seed of torch, the environments, exploration and replay sampling"""
     total_timesteps: int = 50_000
     """number of environment steps to train for (ε's and the learning rate's schedules span them)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -290,7 +290,10 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     target_network = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel for all
-    buffer = ReplayBuffer(args.buffer_size, obs_dim, args.n_step, args.gamma, args.seed)
+    try:
+        buffer = ReplayBuffer(args.buffer_size, obs_dim, args.n_step, args.gamma, args.seed)
+    except MemoryError as e:
+        raise InputError(f"--buffer-size {args.buffer_size:,} does not fit in memory: {e}") from None
     state = TrainState(args, q_network, target_network, optimizer, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
         restore(state, load_checkpoint(args.resume))
@@ -465,8 +468,8 @@ def check_args(args: Args) -> None:
     if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
         raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
                          f"got {args.learning_starts}")
-    if not 0 <= args.seed < 2**31:  # seed + EVAL_SEED_OFFSET, and seed + the step a run resumes at, stay 32-bit
-        raise InputError(f"--seed must be in [0, {2**31}), got {args.seed}")
+    if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
+        raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
     for name in ["gamma", "start_e", "end_e", "tau"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
@@ -543,7 +546,8 @@ def write_atomically(path: Path, write) -> None:
     os.replace(temporary, path)
 
 
-# flags that change nothing learnt: a resumed run may give them other values than the saved ones
+# flags a resumed run may give other values than the saved ones: they change nothing learnt, except that a new
+# --total-timesteps stretches ε's and the learning rate's schedules over the new length (a longer run learns on)
 SAFE_TO_CHANGE_ON_RESUME = {"total_timesteps", "device", "num_threads", "capture_video", "save_model",
                             "eval_episodes", "eval_frequency", "run_root", "resume"}
 
@@ -603,7 +607,7 @@ class Run:
             self.writer.add_scalar(tag, value, step)
 
     def progress(self, step: int, recent_returns, epsilon: float) -> None:
-        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.01 | 58 steps/s | ETA 0:05:10`.
+        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.050 | 58 steps/s | ETA 0:05:10`.
         Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
         which the fast steps before learning starts would skew."""
         now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve

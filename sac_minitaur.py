@@ -104,7 +104,7 @@ class Args:
     """environments stepped in parallel worker processes (their physics overlaps with the updates)"""
 
     seed: int = 1
-    """seed of torch, the random actions, the replay sampling and the environments"""
+    """seed of torch, the environments, exploration and replay sampling"""
     total_timesteps: int = 100_000
     """environment steps to train for, over all envs"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -312,7 +312,7 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
 
 
 class SacAgent(nn.Module):
-    """TF-Agents' SacAgent: the actor, the twin critics and their targets, the temperature, their optimizers,
+    """TF-Agents' SacAgent: the actor, the twin critics and their targets, the temperature, their optimizer,
     and update(), one gradient step of each on a batch followed by the target critics' update."""
 
     def __init__(self, obs_dim: int, action_space: gym.spaces.Box, args: Args):
@@ -327,10 +327,10 @@ class SacAgent(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(args.initial_alpha)))
         self.target_entropy = -float(action_dim)
         self.gamma, self.tau = args.gamma, args.tau
-        # fused Adam: one kernel per optimizer step for all of a network's parameters
-        self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate, fused=True),
-                           "critic": torch.optim.Adam(self.critic.parameters(), lr=args.learning_rate, fused=True),
-                           "alpha": torch.optim.Adam([self.log_alpha], lr=args.learning_rate)}
+        # One Adam for the three losses: a step moves only the parameters its loss gave gradients to (the others'
+        # are None), and Adam's moments and step count are per parameter: three optimizers in one.
+        self.optimizer = torch.optim.Adam([*self.actor.parameters(), *self.critic.parameters(), self.log_alpha],
+                                          lr=args.learning_rate, fused=True)
 
     def update(self, obs, actions, rewards, next_obs, terminated) -> dict[str, torch.Tensor]:
         alpha = self.log_alpha.exp().detach()
@@ -341,24 +341,24 @@ class SacAgent(nn.Module):
                                     alpha, self.gamma)
         q_values = self.critic(obs, actions)
         critic_loss = F.mse_loss(q_values, target.expand_as(q_values), reduction="none").mean(1).sum()
-        self._step("critic", critic_loss)
+        self._step(critic_loss)
         # actor: maximise min Q − α log π through the reparameterised action (critics frozen meanwhile)
         self.critic.requires_grad_(False)
         new_actions, log_prob = self.actor.sample(obs)
         actor_loss = (alpha * log_prob - self.critic(obs, new_actions).min(dim=0).values).mean()
-        self._step("actor", actor_loss)
+        self._step(actor_loss)
         self.critic.requires_grad_(True)
-        self._step("alpha", temperature_loss(self.log_alpha, log_prob.detach(), self.target_entropy))
+        self._step(temperature_loss(self.log_alpha, log_prob.detach(), self.target_entropy))
         with torch.no_grad():  # φ̄ ← τφ + (1 − τ)φ̄
             for target_param, param in zip(self.target_critic.parameters(), self.critic.parameters(), strict=True):
                 target_param.lerp_(param, self.tau)
         return {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_values": q_values.mean(), "alpha": alpha,
                 "entropy": -log_prob.mean()}
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        self.optimizers[name].zero_grad(set_to_none=True)
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizers[name].step()
+        self.optimizer.step()
 
 
 # ---- Training loop -------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class TrainState:
     """Everything a checkpoint holds: what the run needs to continue exactly where it stopped."""
     args: Args
     agent: SacAgent  # actor, twin critics and their targets, log α, observation statistics
-    optimizers: dict  # the agent's Adam optimizers of the actor, the critics and α
+    optimizer: torch.optim.Optimizer  # the agent's Adam
     buffer: ReplayBuffer
     rng: np.random.Generator  # the uniform random actions before learning starts
     global_step: int = 0
@@ -384,7 +384,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
         buffer = ReplayBuffer(args.buffer_size, obs_dim, action_space.shape[0], args.seed, device)
     except MemoryError as e:
         raise InputError(f"--buffer-size {args.buffer_size:,} does not fit in memory: {e}") from None
-    state = TrainState(args, agent, agent.optimizers, buffer, rng=np.random.default_rng(args.seed))
+    state = TrainState(args, agent, agent.optimizer, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
         restore(state, load_checkpoint(args.resume))
         print(f"resumed {args.resume} at step {state.global_step:,} ({buffer.size:,} transitions in replay)")
@@ -441,10 +441,10 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
                                  run.dir / "videos" / f"step-{step:09d}.mp4", args.video_length, device)
 
     result = run.finish()  # saves a stopped run
-    envs.close()
     if args.capture_video and not STOP:
         record_video(None, args.env_id, args.seed + EVAL_SEED_OFFSET, run.dir / "videos" / "random-agent.mp4",
                      args.video_length, device)
+    envs.close()
     return run.dir, result
 
 
@@ -492,14 +492,14 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     checkpoint = load_checkpoint(args.eval_checkpoint)
     obs_dim, action_space = probe_env(args)
     saved = checkpoint.get("args", checkpoint)
-    actor = Actor(obs_dim, action_space, tuple(saved["hidden_sizes"]), ObservationNormalizer(obs_dim))
     weights = checkpoint["actor"] if "actor" in checkpoint else {
         name[len("actor."):]: value for name, value in checkpoint["agent"].items() if name.startswith("actor.")}
     try:
+        actor = Actor(obs_dim, action_space, tuple(saved["hidden_sizes"]), ObservationNormalizer(obs_dim))
         actor.load_state_dict(weights)
-    except RuntimeError:  # the shapes of other spaces
-        raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved['env_id']}', whose spaces differ from "
-                         f"'{args.env_id}'") from None
+    except (KeyError, TypeError, RuntimeError):  # no layer sizes saved, or the shapes of other spaces
+        raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved.get('env_id', 'an unknown env')}', whose "
+                         f"spaces differ from '{args.env_id}'") from None
     run_dir = make_run_dir(args)
     print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
     returns = evaluate(actor.to(device), args.env_id, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
@@ -562,8 +562,8 @@ def check_args(args: Args) -> None:
     if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
         raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
                          f"got {args.learning_starts}")
-    if not 0 <= args.seed < 2**31 - EVAL_SEED_OFFSET - 1000:  # env seeds (seed + offset + env) stay 32-bit
-        raise InputError(f"--seed must be in [0, {2**31 - EVAL_SEED_OFFSET - 1000}), got {args.seed}")
+    if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
+        raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
     for name in ["gamma", "tau"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
@@ -586,7 +586,7 @@ def request_stop(signum, frame) -> None:
 
 
 def save_checkpoint(state: TrainState, run_dir: Path) -> None:
-    """Every field of the state (networks, optimizers, replay buffer, generators, counters) and torch's
+    """Every field of the state (networks, optimizer, replay buffer, generators, counters) and torch's
     generator, in <run_dir>/<script>.pt, written atomically; nothing with --no-save-model."""
     if not state.args.save_model:
         return
@@ -599,8 +599,6 @@ def save_checkpoint(state: TrainState, run_dir: Path) -> None:
             value = value.bit_generator.state
         elif isinstance(value, Args):
             value = asdict(value)
-        elif isinstance(value, dict):  # the optimizers
-            value = {key: item.state_dict() for key, item in value.items()}
         checkpoint[name] = value
     write_atomically(run_dir / f"{SCRIPT}.pt", lambda f: torch.save(checkpoint, f))
 
@@ -624,9 +622,6 @@ def restore(state: TrainState, checkpoint: dict) -> None:
             value.load_state_dict(checkpoint[name])
         elif isinstance(value, np.random.Generator):
             value.bit_generator.state = checkpoint[name]
-        elif isinstance(value, dict):  # the optimizers
-            for key, item in value.items():
-                item.load_state_dict(checkpoint[name][key])
         else:
             setattr(state, name, checkpoint[name])
     torch.set_rng_state(checkpoint["torch_rng"])
@@ -655,7 +650,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     if not args.resume or args.eval_checkpoint:  # check_args refuses both together
         return args
     checkpoint = load_checkpoint(args.resume)
-    if "optimizers" not in checkpoint:
+    if "optimizer" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
     saved = Args(**{**checkpoint["args"], "resume": args.resume})
     args = tyro.cli(Args, args=argv, default=saved)
