@@ -1,12 +1,24 @@
-"""Helpers shared by the tests: run a script as a user would and find its run directory."""
+"""Helpers shared by the tests: run a script as a user would, find its run directory and read what the run
+wrote there (summary, TensorBoard scalars, videos); register a test env; record what a training loop stores."""
 
+import copy
+import inspect
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import gymnasium as gym
+import pytest
+from moviepy import VideoFileClip
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parent.parent
+# what every script's summary.json holds after training (an evaluation's adds "eval_checkpoint")
+SUMMARY_KEYS = {"env_id", "seed", "global_step", "gradient_steps", "sps", "wall_seconds", "eval_curve",
+                "eval_mean_return", "eval_std_return", "eval_episodes", "interrupted"}
 
 
 def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: float = 300,
@@ -26,6 +38,53 @@ def only_run_dir(run_root: Path) -> Path:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every point of a TensorBoard scalar the run logged."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    return [step for step, _ in scalars(run_dir, tag)]
+
+
+def read_video(path: Path, frame_at: float | None = None) -> SimpleNamespace:
+    """An mp4's size ([width, height]), its number of frames and, given frame_at, its frame at that time (s)."""
+    with VideoFileClip(str(path)) as clip:
+        return SimpleNamespace(size=clip.size, frames=round(clip.duration * clip.fps),
+                               frame=None if frame_at is None else clip.get_frame(frame_at))
+
+
+def register_once(env_id: str, **kwargs) -> None:
+    """gym.register(env_id, ...) unless an earlier test in this process did."""
+    if env_id not in gym.registry:
+        gym.register(env_id, **kwargs)
+
+
+@pytest.fixture
+def record_adds(monkeypatch):
+    """record_adds(module, "ReplayBuffer") replaces that class in module by a subclass whose add() keeps a copy of
+    its arguments, by name, in the list it returns (one dict per call), then stores them as before."""
+    def record(module, class_name: str) -> list[dict]:
+        stored, calls = getattr(module, class_name), []
+        signature = inspect.signature(stored.add)
+
+        class Recording(stored):
+            def add(self, *args, **kwargs):
+                bound = signature.bind(self, *args, **kwargs)
+                call = {}
+                for name, value in list(bound.arguments.items())[1:]:  # not self
+                    kind = signature.parameters[name].kind
+                    call.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+                calls.append(copy.deepcopy(call))
+                super().add(*args, **kwargs)
+
+        monkeypatch.setattr(module, class_name, Recording)
+        return calls
+    return record
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:

@@ -1,6 +1,7 @@
 """What every script does alike: bad input is one `error:` line and exit status 2, before any run directory
 exists; runs started together never share a run directory."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ BAD_INPUTS = {
     ],
     "dqn_atari.py": [
         (["--env-id", "CartPole-v1"], "needs an Atari (ALE) env"),
-        (["--env-id", "ALE/NoSuchGame-v5"], "unknown env 'ALE/NoSuchGame-v5'"),
+        (["--env-id", "ALE/NoSuchGame-v5"], "cannot make env 'ALE/NoSuchGame-v5'"),
         (["--env-id", "Pong-v4"], "'Pong-v4' follows neither protocol of this file: use PongNoFrameskip-v4 (DeepMind)"),
         (["--env-id", "MsPacmanNoFrameskip-v0"], "or ALE/MsPacman-v5 (sticky actions)"),
         (["--buffer-size", "10", "--batch-size", "32"], "--buffer-size 10 is too small"),
@@ -66,6 +67,18 @@ def test_bad_input_is_one_line_and_exit_2_before_any_run_directory(tmp_path, scr
     result = run_script(script, *args, "--run-root", str(tmp_path))
     assert_one_line_error(result, message)
     assert "run directory" not in result.stdout and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", list(BAD_INPUTS))
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch, script):
+    """The env id's "/" flattened, then -2, -3 for the second and third run of that second."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    monkeypatch.setattr(module.time, "time", lambda: 1_800_000_000.5)
+    args = module.Args(env_id="ALE/Pong-v5", run_root=str(tmp_path / "runs"))
+    run_dirs = [module.make_run_dir(args) for _ in range(3)]
+    name = f"ALE-Pong-v5__{script.removesuffix('.py')}__1__1800000000"
+    assert [d.name for d in run_dirs] == [name, f"{name}-2", f"{name}-3"]
+    assert all(d.is_dir() for d in run_dirs)
 
 
 def test_two_runs_started_together_get_two_complete_separate_directories(tmp_path):

@@ -6,24 +6,25 @@ import re
 import shutil
 from types import SimpleNamespace
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from moviepy import VideoFileClip
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_atari
-from conftest import ROOT, assert_one_line_error, only_run_dir, read_summary, run_script
+from conftest import (
+    ROOT,
+    assert_one_line_error,
+    only_run_dir,
+    read_summary,
+    read_video,
+    register_once,
+    run_script,
+    scalar_steps,
+    scalars,
+)
 
 SHORT = ["--buffer-size", "2000", "--learning-starts", "200", "--target-network-frequency", "100",
          "--eval-frequency", "400", "--eval-episodes", "1", "--num-threads", "1"]
-
-
-def scalar_steps(run_dir, tag):
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return [e.step for e in events.Scalars(tag)]
 
 
 # under pytest-xdist the tests using trained_run go to one worker, which trains it once
@@ -43,7 +44,7 @@ def trained_run(tmp_path_factory):
 @shares_trained_run
 def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     result, run_dir = trained_run
-    assert "(ALE/Pong-v5, 6 actions, cpu" in result.stdout
+    assert "(ALE/Pong-v5, 6 actions, device: cpu" in result.stdout
     assert run_dir.name.startswith("ALE-Pong-v5__dqn_atari__1__")
     summary = read_summary(run_dir)
     assert summary["global_step"] == 400 and summary["gradient_steps"] == 400 - 200  # one per step from 200
@@ -54,11 +55,14 @@ def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     memory.load_state_dict(checkpoint["memory"])
     assert len(memory) > 390 and memory.frames.any()
     assert (run_dir / "dqn_atari.pt").stat().st_size < 30e6 < memory.frames.nbytes + 26e6
+    torch.manual_seed(1)  # as main() does: the network training started from
+    untrained, trained = dqn_atari.QNetwork(6).state_dict(), checkpoint["q_network"]
+    assert trained.keys() == untrained.keys()
+    assert all(trained[k].shape == untrained[k].shape and not torch.equal(trained[k], untrained[k]) for k in trained)
     for name in ["step-000000400.mp4", "random-agent.mp4"]:  # the real screen in colour, scaled 3×
-        with VideoFileClip(str(run_dir / "videos" / name)) as clip:
-            assert clip.size == [480, 630] and clip.duration * clip.fps > 100  # a whole game of Pong
-            frame = clip.get_frame(1.0)
-            assert np.abs(frame[..., 0].astype(int) - frame[..., 2]).mean() > 20  # not gray
+        clip = read_video(run_dir / "videos" / name, frame_at=1.0)
+        assert clip.size == [480, 630] and clip.frames > 100  # a whole game of Pong
+        assert np.abs(clip.frame[..., 0].astype(int) - clip.frame[..., 2]).mean() > 20  # not gray
 
     result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--eval-checkpoint", str(run_dir / "dqn_atari.pt"),
                         "--eval-episodes", "1", "--run-root", str(tmp_path / "eval"))
@@ -88,9 +92,15 @@ def test_resume_continues_the_same_run_in_its_directory(trained_run, tmp_path):
     assert summary["eval_curve"][0] == first["eval_curve"][0]
     assert summary["wall_seconds"] > first["wall_seconds"]  # both sessions
     assert scalar_steps(run_dir, "eval/mean_return") == [400, 600]  # one TensorBoard run, continued
-    assert torch.load(run_dir / "dqn_atari.pt", weights_only=True)["global_step"] == 600
-    # the replay memory came back with the checkpoint: learning goes straight on, one gradient step a step
+    saved, resumed = (torch.load(d / "dqn_atari.pt", weights_only=True) for d in (original, run_dir))
+    assert resumed["global_step"] == 600
+    # the replay memory came back with the checkpoint, all of it: learning goes straight on, one gradient step a
+    # step, and moves the saved weights on
+    line = re.search(r"^resumed .* at step ([\d,]+) \(([\d,]+) steps in replay\)$", result.stdout, re.MULTILINE)
+    assert line and line[1] == "400", result.stdout
+    assert int(line[2].replace(",", "")) == int(saved["memory"]["sampleable"].sum()) > 0
     assert summary["gradient_steps"] == first["gradient_steps"] + 200
+    assert all(not torch.equal(resumed["q_network"][k], saved["q_network"][k]) for k in saved["q_network"])
 
 
 @shares_trained_run
@@ -126,22 +136,14 @@ def test_the_progress_line_of_a_resumed_run_shows_its_latest_evaluation(tmp_path
 
 
 @pytest.fixture
-def record_training(monkeypatch, tmp_path):
+def record_training(record_adds, monkeypatch, tmp_path):
     """record_training(env_id, steps): train that long (no learning, no evaluation) and return what the loop
-    stored at every step: (rewards, no_bootstrap, game_over, next_observations, final_observations)."""
-    steps = []
-
-    class RecordingMemory(dqn_atari.FrameReplayMemory):
-        def add(self, actions, rewards, no_bootstrap, next_observations, final_observations, game_over):
-            final = final_observations if final_observations is not None else np.zeros_like(next_observations)
-            steps.append((rewards.copy(), no_bootstrap.copy(), game_over.copy(), next_observations.copy(),
-                          final.copy()))
-            super().add(actions, rewards, no_bootstrap, next_observations, final_observations, game_over)
-
-    monkeypatch.setattr(dqn_atari, "FrameReplayMemory", RecordingMemory)
+    stored at every step: FrameReplayMemory.add's arguments by name (rewards, no_bootstrap, game_over,
+    next_observations, final_observations, ...)."""
     monkeypatch.setattr(dqn_atari, "evaluate", lambda *a, **k: np.zeros(1))  # not under test here
 
     def record(env_id, total_timesteps):
+        steps = record_adds(dqn_atari, "FrameReplayMemory")
         args = dqn_atari.Args(env_id=env_id, total_timesteps=total_timesteps, buffer_size=3000, learning_starts=3000,
                               eval_frequency=10**9, eval_episodes=1, save_model=False, device="cpu",
                               run_root=str(tmp_path))
@@ -152,38 +154,36 @@ def record_training(monkeypatch, tmp_path):
 
 def test_life_loss_ends_the_value_for_learning_but_the_game_goes_on_and_scores_are_unclipped(record_training, tmp_path):
     steps = record_training("MsPacmanNoFrameskip-v4", 1500)
-    observations = np.array([s[3][0] for s in steps])
+    observations = np.array([s["next_observations"][0] for s in steps])
     assert observations.shape[1:] == (4, 84, 84) and observations.dtype == np.uint8
-    life_losses = [k for k, (_, ends, over, _, _) in enumerate(steps[:-1]) if ends[0] and not over[0]]
+    life_losses = [k for k, s in enumerate(steps[:-1]) if s["no_bootstrap"][0] and not s["game_over"][0]]
     assert life_losses, "no life was lost in 1,499 steps of MsPacman"  # the last step has no next one to check
     for k in life_losses:  # the game went on: the next observation continues the same stack
         np.testing.assert_array_equal(observations[k][1:], observations[k + 1][:3])
-    assert all(set(np.unique(s[0])) <= {-1.0, 0.0, 1.0} for s in steps)  # learning: clipped
+    assert all(set(np.unique(s["rewards"])) <= {-1.0, 0.0, 1.0} for s in steps)  # learning: clipped
 
-    first_game_end = next(k for k, s in enumerate(steps) if s[2][0])
-    clipped_score = sum(s[0][0] for s in steps[: first_game_end + 1])
-    events = EventAccumulator(str(only_run_dir(tmp_path)))
-    events.Reload()
-    logged = events.Scalars("charts/episodic_return")[0].value
+    first_game_end = next(k for k, s in enumerate(steps) if s["game_over"][0])
+    clipped_score = sum(s["rewards"][0] for s in steps[: first_game_end + 1])
+    _, logged = scalars(only_run_dir(tmp_path), "charts/episodic_return")[0]
     assert logged % 10 == 0 and logged >= 10 * clipped_score > 0  # pellets score 10 each: the real score
 
 
 def test_sticky_action_ids_have_no_life_loss_signal(record_training, tmp_path):
     steps = record_training("ALE/MsPacman-v5", 1500)
-    assert any(s[2][0] for s in steps), "no game ended"
-    assert all(not ends[0] or over[0] for _, ends, over, _, _ in steps)  # only a game's end stops the value
+    assert any(s["game_over"][0] for s in steps), "no game ended"
+    assert all(not s["no_bootstrap"][0] or s["game_over"][0] for s in steps)  # only a game's end stops the value
 
 
 def test_a_truncated_game_stores_its_true_last_observation(record_training):
     """A real Pong game cut by its frame limit: the memory gets the last observation, not the next game's."""
-    if "ALE/PongShort-v5" not in gym.registry:
-        gym.register("ALE/PongShort-v5", entry_point="ale_py.env:AtariEnv",
-                     kwargs={"game": "pong", "repeat_action_probability": 0.25, "max_num_frames_per_episode": 400})
+    register_once("ALE/PongShort-v5", entry_point="ale_py.env:AtariEnv",
+                  kwargs={"game": "pong", "repeat_action_probability": 0.25, "max_num_frames_per_episode": 400})
     steps = record_training("ALE/PongShort-v5", 600)
-    truncations = [k for k, (_, ends, over, _, _) in enumerate(steps) if over[0] and not ends[0]]
+    truncations = [k for k, s in enumerate(steps) if s["game_over"][0] and not s["no_bootstrap"][0]]
     assert len(truncations) >= 2  # 400 frames = 100 steps a game
     for k in truncations:
-        previous, final, first = steps[k - 1][3][0], steps[k][4][0], steps[k][3][0]
+        previous, final = steps[k - 1]["next_observations"][0], steps[k]["final_observations"][0]
+        first = steps[k]["next_observations"][0]
         np.testing.assert_array_equal(final[:3], previous[1:])  # the stack goes on to its true last frame
         assert (first[:3] == 0).all() and not np.array_equal(final, first)  # the new game starts black
 
@@ -209,8 +209,7 @@ def test_the_colour_video_does_not_change_what_the_agent_sees(env_id, tmp_path):
     np.testing.assert_array_equal(scores["plain"], scores["video"])
     assert len(seen["plain"]) == len(seen["video"]) > 50
     assert all(np.array_equal(a, b) for a, b in zip(seen["plain"], seen["video"], strict=True))
-    with VideoFileClip(str(tmp_path / "game.mp4")) as clip:
-        assert clip.size == [480, 630]
+    assert read_video(tmp_path / "game.mp4").size == [480, 630]
 
 
 def test_protocols_of_the_two_id_families():

@@ -1,26 +1,26 @@
 """End-to-end tests of dqn_cartpole.py, run as a user runs it."""
 
-import gymnasium as gym
 import pytest
 import torch
-from moviepy import VideoFileClip
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dqn_cartpole
 from card_game_env import solve_by_dynamic_programming
-from conftest import assert_one_line_error, only_run_dir, read_summary, run_script
+from conftest import (
+    SUMMARY_KEYS,
+    assert_one_line_error,
+    only_run_dir,
+    read_summary,
+    read_video,
+    register_once,
+    run_script,
+    scalar_steps,
+    scalars,
+)
 from dqn_cartpole import QNetwork
 
-SUMMARY_KEYS = {"env_id", "seed", "global_step", "gradient_steps", "sps", "wall_seconds", "eval_curve",
-                "eval_mean_return", "eval_std_return", "eval_episodes", "interrupted"}
 # Short runs that still take gradient steps (after 100 collected steps) and refresh the target network.
 SHORT = ["--learning-starts", "100", "--batch-size", "64", "--target-network-frequency", "100",
          "--eval-frequency", "300", "--eval-episodes", "2"]
-
-
-def video_frames(path) -> int:
-    with VideoFileClip(str(path)) as clip:
-        return round(clip.duration * clip.fps)
 
 
 def load_q_network(checkpoint_path) -> QNetwork:
@@ -43,7 +43,7 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     videos = run_dir / "videos"
     assert sorted(path.name for path in videos.iterdir()) == ["random-agent.mp4", "step-000000300.mp4",
                                                                 "step-000000600.mp4"]
-    assert all(video_frames(path) >= 8 for path in videos.iterdir())  # whole episodes, not lone frames
+    assert all(read_video(path).frames >= 8 for path in videos.iterdir())  # whole episodes, not lone frames
 
     checkpoint = run_dir / "dqn_cartpole.pt"
     assert torch.load(checkpoint)["huber_delta"] == 1.0  # CartPole's rewards are 1
@@ -62,7 +62,7 @@ def test_smoke_train_video_save_and_eval_checkpoint(tmp_path):
     assert summary["eval_episodes"] == 3 and summary["global_step"] == 600
     assert summary["eval_checkpoint"] == str(checkpoint)
     assert sorted(path.name for path in (eval_dir / "videos").iterdir()) == ["agent.mp4", "random-agent.mp4"]
-    assert video_frames(eval_dir / "videos" / "agent.mp4") >= 8
+    assert read_video(eval_dir / "videos" / "agent.mp4").frames >= 8
 
 
 def test_a_model_file_of_only_the_weights_is_evaluated(tmp_path):
@@ -98,15 +98,12 @@ def test_resume_continues_the_run_in_its_directory(tmp_path):
     assert resumed["global_step"] == 900 and resumed["gradient_steps"] == (900 - 100) // 2
     assert resumed["eval_curve"][:2] == first["eval_curve"] and [s for s, _ in resumed["eval_curve"]] == [300, 600, 900]
     assert resumed["wall_seconds"] > first["wall_seconds"]  # both sessions
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    assert [e.step for e in events.Scalars("eval/mean_return")] == [300, 600, 900]  # one continued curve
+    assert scalar_steps(run_dir, "eval/mean_return") == [300, 600, 900]  # one continued curve
 
 
 def test_env_id_with_slash_is_flattened_in_the_run_directory(tmp_path):
-    if "testns/ShortCartPole-v0" not in gym.registry:
-        gym.register("testns/ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
-                     max_episode_steps=20)
+    register_once("testns/ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                  max_episode_steps=20)
     dqn_cartpole.main(dqn_cartpole.Args(env_id="testns/ShortCartPole-v0", total_timesteps=200, learning_starts=100,
                                         batch_size=64, eval_frequency=200, eval_episodes=1, run_root=str(tmp_path)))
     run_dir = only_run_dir(tmp_path)
@@ -135,9 +132,7 @@ def test_learning_rate_decays_linearly_to_zero(tmp_path):
     result = run_script("dqn_cartpole.py", *SHORT, "--total-timesteps", "3000", "--no-save-model",
                         "--run-root", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    events = EventAccumulator(str(only_run_dir(tmp_path)))
-    events.Reload()
-    logged = [(e.step, e.value) for e in events.Scalars("charts/learning_rate")]
+    logged = scalars(only_run_dir(tmp_path), "charts/learning_rate")
     # gradient step k is taken at environment step 100 + 2k; one point every 100 gradient steps
     assert [step for step, _ in logged] == list(range(300, 3000, 200))
     assert [value for _, value in logged] == pytest.approx([1e-3 * (1 - step / 3000) for step, _ in logged], abs=1e-9)

@@ -1,12 +1,12 @@
 """Unit tests of dqn_cartpole's hard parts: the replay buffer, the ε schedule, terminated vs truncated,
 the loss and the target update, checkpoints."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import dqn_cartpole
+from conftest import register_once
 from dqn_cartpole import Args, QNetwork, ReplayBuffer, linear_schedule
 
 CPU = torch.device("cpu")
@@ -81,7 +81,10 @@ def test_wrap_around_keeps_only_the_newest_capacity_transitions():
 
 def test_sampling_only_reads_filled_slots():
     buffer = filled_buffer(capacity=1000, n=3)
-    assert set(buffer.sample(64)[0][:, 0].astype(int)) <= {0, 1, 2}
+    obs, _, _, next_obs, _ = buffer.sample(64)
+    assert set(obs[:, 0].astype(int)) <= {0, 1, 2}
+    # an empty slot holds obs 0 too, but next_obs 0: a stored transition's next_obs is its obs + 1
+    np.testing.assert_array_equal(next_obs[:, 0], obs[:, 0] + 1)
 
 
 def test_same_seed_same_batches():
@@ -138,19 +141,11 @@ def test_linear_schedule(t, expected):
 
 
 @pytest.fixture
-def recorded_steps(monkeypatch, tmp_path):
-    """Run the real training loop for a few hundred steps and return what it handed to the buffer."""
-    steps = []
-
-    class RecordingBuffer(ReplayBuffer):
-        def add(self, obs, action, reward, next_obs, terminated, truncated):
-            steps.append((np.array(obs, np.float32), action, reward, np.array(next_obs, np.float32),
-                          terminated, truncated))
-            super().add(obs, action, reward, next_obs, terminated, truncated)
-
-    def run(env_id: str) -> list:
-        steps.clear()
-        monkeypatch.setattr(dqn_cartpole, "ReplayBuffer", RecordingBuffer)
+def recorded_steps(record_adds, tmp_path):
+    """Run the real training loop for a few hundred steps and return what it handed to the buffer: the arguments
+    of each add(), by name."""
+    def run(env_id: str) -> list[dict]:
+        steps = record_adds(dqn_cartpole, "ReplayBuffer")
         args = Args(env_id=env_id, total_timesteps=300, learning_starts=128, eval_frequency=300, eval_episodes=1,
                     save_model=False, run_root=str(tmp_path))
         dqn_cartpole.train(args, CPU)
@@ -159,28 +154,29 @@ def recorded_steps(monkeypatch, tmp_path):
 
 
 def test_loop_reports_truncation_with_the_true_last_observation(recorded_steps):
-    if "ShortCartPole-v0" not in gym.registry:  # CartPole cut by a time limit after 5 steps: never falls
-        gym.register("ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
-                     max_episode_steps=5)
+    # CartPole cut by a time limit after 5 steps: never falls
+    register_once("ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv", max_episode_steps=5)
     steps = recorded_steps("ShortCartPole-v0")
     assert len(steps) == 300
-    for k, (obs, _, _, next_obs, terminated, truncated) in enumerate(steps):
-        assert not terminated and truncated == (k % 5 == 4)
+    for k, step in enumerate(steps):
+        obs, next_obs, truncated = step["obs"], step["next_obs"], step["truncated"]
+        assert not step["terminated"] and truncated == (k % 5 == 4)
         assert np.abs(next_obs - obs).max() < 0.5  # one physics step on, never a reset state
         if truncated and k + 1 < len(steps):
-            assert not np.array_equal(next_obs, steps[k + 1][0]), "the reset obs leaked into next_obs"
+            assert not np.array_equal(next_obs, steps[k + 1]["obs"]), "the reset obs leaked into next_obs"
         elif k + 1 < len(steps):
-            np.testing.assert_array_equal(next_obs, steps[k + 1][0])
+            np.testing.assert_array_equal(next_obs, steps[k + 1]["obs"])
 
 
 def test_loop_reports_termination(recorded_steps):
     steps = recorded_steps("card_game_env:CardGame-v0")
-    ends = [s for s in steps if s[4]]
+    ends = [s for s in steps if s["terminated"]]
     assert ends, "no round ended"
-    for _, action, reward, next_obs, _, truncated in ends:
-        assert not truncated and (action == 1 or next_obs[0] >= 21)
-        assert reward == (next_obs[0] - 21 if next_obs[0] <= 21 else -21)
-    assert all(s[2] == 0.0 for s in steps if not s[4])
+    for step in ends:
+        total = step["next_obs"][0]
+        assert not step["truncated"] and (step["action"] == 1 or total >= 21)
+        assert step["reward"] == (total - 21 if total <= 21 else -21)
+    assert all(s["reward"] == 0.0 for s in steps if not s["terminated"])
 
 
 def test_soft_update_moves_the_target_by_tau_toward_the_online_network():
@@ -194,17 +190,26 @@ def test_soft_update_moves_the_target_by_tau_toward_the_online_network():
     assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("delta, expected", [(1.0, 5.0 - 0.5), (21.0, 0.5 * 5.0 ** 2)])
+@pytest.mark.parametrize("delta, expected", [(1.0, [5.0 - 0.5, 3.05 - 0.5, 2.0 - 0.5]),
+                                             (21.0, [0.5 * 5.0 ** 2, 0.5 * 3.05 ** 2, 0.5 * 2.0 ** 2])])
 def test_td_loss_uses_the_huber_delta_it_is_given(delta, expected):
-    """A TD error of 5: linear beyond δ = 1 (CartPole), still quadratic under δ = 21 (the card game)."""
+    """TD errors of 5, 3.05 and −2: linear beyond δ = 1 (CartPole), still quadratic under δ = 21 (the card game).
+    The target is y = R + discount · max_a Q(s', a; θ⁻), from the target network, which gets no gradient."""
     q_network, target_network = dqn_cartpole.QNetwork(1, 2, (4,)), dqn_cartpole.QNetwork(1, 2, (4,))
-    with torch.no_grad():
-        for network in (q_network, target_network):
+    with torch.no_grad():  # constant Q-values, whatever the observation: online (2, 1), target (3, 5)
+        for network, values in [(q_network, [2.0, 1.0]), (target_network, [3.0, 5.0])]:
             network.net[-1].weight.zero_()
-            network.net[-1].bias.zero_()
-    batch = [torch.zeros(1, 1), torch.tensor([0]), torch.tensor([5.0]), torch.zeros(1, 1), torch.tensor([0.9])]
-    loss, _ = dqn_cartpole.td_loss(q_network, target_network, batch, delta)
-    assert loss.item() == pytest.approx(expected)
+            network.net[-1].bias.copy_(torch.tensor(values))
+    obs = torch.randn(3, 1)
+    actions, returns = torch.tensor([0, 1, 1]), torch.tensor([2.5, 0.0, -1.0])
+    discounts = torch.tensor([0.9, 0.81, 0.0])  # γ^n of each transition; 0: it terminated
+    loss, q_taken = dqn_cartpole.td_loss(q_network, target_network, [obs, actions, returns, obs, discounts], delta)
+    # y = R + discount · max(3, 5) = 7, 4.05, −1, less Q(s, a) = 2, 1, 1: TD errors 5, 3.05, −2
+    assert q_taken.tolist() == [2.0, 1.0, 1.0]
+    assert loss.item() == pytest.approx(sum(expected) / 3)
+    loss.backward()
+    assert all(p.grad is None for p in target_network.parameters())
+    assert all(p.grad is not None for p in q_network.net[-1].parameters())
 
 
 def assert_same(a, b, where: str = "checkpoint") -> None:
@@ -252,13 +257,3 @@ def test_a_checkpoint_restores_every_part_of_the_state(tmp_path):
     (tmp_path / "again").mkdir()
     dqn_cartpole.save_checkpoint(state, tmp_path / "again")
     assert_same(saved, dqn_cartpole.load_checkpoint(str(tmp_path / "again" / "dqn_cartpole.pt")))
-
-
-def test_two_runs_started_in_the_same_second_get_two_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(dqn_cartpole.time, "time", lambda: 1_700_000_000.5)
-    args = Args(run_root=str(tmp_path / "runs"))
-    made = [dqn_cartpole.make_run_dir(args) for _ in range(3)]
-    assert [d.name for d in made] == ["CartPole-v1__dqn_cartpole__1__1700000000",
-                                      "CartPole-v1__dqn_cartpole__1__1700000000-2",
-                                      "CartPole-v1__dqn_cartpole__1__1700000000-3"]
-    assert all(d.is_dir() for d in made)

@@ -1,6 +1,7 @@
 """sac_minitaur.py: the gymnasium Minitaur, the SAC pieces, end-to-end runs, bad input, and learning."""
 
 import collections
+import copy
 import importlib.util
 import math
 import re
@@ -12,10 +13,18 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from moviepy import VideoFileClip
 
 import sac_minitaur
-from conftest import ROOT, assert_one_line_error, only_run_dir, read_summary, run_script
+from conftest import (
+    ROOT,
+    SUMMARY_KEYS,
+    assert_one_line_error,
+    only_run_dir,
+    read_summary,
+    read_video,
+    register_once,
+    run_script,
+)
 
 # pybullet has wheels for Python 3.11 only: without it the Minitaur's own tests are skipped, SAC's are not
 needs_pybullet = pytest.mark.skipif(importlib.util.find_spec("pybullet") is None, reason="pybullet is not installed")
@@ -129,25 +138,32 @@ def test_minitaur_rejects_out_of_range_actions_and_renders_headless():
 # SAC pieces
 # ---------------------------------------------------------------------------------------------------
 CPU = torch.device("cpu")
+# action bounds whose scales, 2 and 1.5, do not multiply to 1: log π's term for the scale shows
+LOW, HIGH = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 3.0])
+BOUNDED = gym.spaces.Box(LOW.numpy(), HIGH.numpy())
 
 
 def test_actor_log_prob_matches_the_squashed_gaussian_density():
+    """log π(a|s) of a = center + scale · tanh(u), u ~ N(μ, σ), by the change of variables: the bounds' scales
+    multiply to 3, so leaving out their log-determinant, log 3, would show."""
     torch.manual_seed(0)
-    space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
-    actor = sac_minitaur.Actor(3, space, (16,), sac_minitaur.ObservationNormalizer(3))
+    actor = sac_minitaur.Actor(3, BOUNDED, (16,), sac_minitaur.ObservationNormalizer(3))
     obs = torch.randn(64, 3)
     torch.manual_seed(1)
     actions, log_prob = actor.sample(obs)
     mean, log_std = actor.net(actor.normalizer(obs)).chunk(2, dim=-1)
     log_std = log_std.clamp(actor.LOG_STD_MIN, actor.LOG_STD_MAX)
-    reference = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mean, log_std.exp()),
-        [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(actor.center, actor.scale)])
-    assert torch.allclose(log_prob, reference.log_prob(actions).sum(-1), atol=1e-3)
-    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
-    assert torch.all((actions >= low) & (actions <= high))
+    torch.manual_seed(1)
+    u = mean + log_std.exp() * torch.randn(mean.shape)  # the same draw: the action before the squash
+    distributions = torch.distributions
+    squash = distributions.ComposeTransform([distributions.TanhTransform(),
+                                             distributions.AffineTransform((HIGH + LOW) / 2, (HIGH - LOW) / 2)])
+    torch.testing.assert_close(actions, squash(u))
+    expected = distributions.Normal(mean, log_std.exp()).log_prob(u) - squash.log_abs_det_jacobian(u, actions)
+    torch.testing.assert_close(log_prob, expected.sum(-1))
+    assert torch.all((actions >= LOW) & (actions <= HIGH))
     greedy = actor.greedy(obs)
-    assert torch.allclose(greedy, actor.center + actor.scale * torch.tanh(mean))
+    torch.testing.assert_close(greedy, squash(mean))
 
 
 def test_twin_critics_share_no_parameters_and_start_different():
@@ -199,6 +215,58 @@ def test_an_update_changes_actor_critics_targets_and_alpha_and_the_targets_follo
     for name, target in agent.target_critic.named_parameters():  # φ̄ ← τφ + (1 − τ)φ̄, after the critic step
         expected = 0.25 * after[f"critic.{name}"] + 0.75 * before[f"target_critic.{name}"]
         torch.testing.assert_close(target, expected)
+
+
+def test_an_update_is_the_three_steps_of_sac_each_with_its_own_adam():
+    """update() against SAC written out (see the module docstring): three Adams (actor, critics, log α); the
+    critics regress onto the soft Bellman target, then the actor follows min_i Q_i of the updated critics (only
+    the actor's Adam steps: the critics do not move), then α on the detached log π, then φ̄ moves by τ. Over
+    several updates: Adam's moments and step counts of each part come into it."""
+    torch.manual_seed(0)
+    args = sac_minitaur.Args(hidden_sizes=(16,), tau=0.25, gamma=0.9)
+    agent = sac_minitaur.SacAgent(3, BOUNDED, args)
+    agent.normalizer.update(np.random.default_rng(0).normal(2.0, 3.0, (50, 3)))  # statistics other than 0 and 1
+    reference = copy.deepcopy(agent)
+    # fused as in SacAgent; log α's Adam is not, and still gives the same bits
+    actor_adam, critic_adam = (torch.optim.Adam(part.parameters(), lr=args.learning_rate, fused=True)
+                               for part in (reference.actor, reference.critic))
+    alpha_adam = torch.optim.Adam([reference.log_alpha], lr=args.learning_rate)
+
+    def step(adam, loss):
+        adam.zero_grad()
+        loss.backward()
+        adam.step()
+
+    def reference_update(obs, actions, rewards, next_obs, terminated):
+        alpha = reference.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_actions, next_log_prob = reference.actor.sample(next_obs)  # the draws in update()'s order
+            target = sac_minitaur.soft_td_target(rewards, terminated, reference.target_critic(next_obs, next_actions),
+                                                 next_log_prob, alpha, args.gamma)
+        q1, q2 = reference.critic(obs, actions)
+        critic_loss = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+        step(critic_adam, critic_loss)
+        new_actions, log_prob = reference.actor.sample(obs)
+        actor_loss = (alpha * log_prob - torch.minimum(*reference.critic(obs, new_actions))).mean()
+        step(actor_adam, actor_loss)
+        step(alpha_adam, sac_minitaur.temperature_loss(reference.log_alpha, log_prob.detach(), -2.0))  # H̄ = −|A|
+        with torch.no_grad():  # φ̄ + τ(φ − φ̄): τφ + (1 − τ)φ̄ would round differently
+            for target_param, param in zip(reference.target_critic.parameters(), reference.critic.parameters(),
+                                           strict=True):
+                target_param.add_(args.tau * (param - target_param))
+        return critic_loss, actor_loss
+
+    for k in range(4):
+        batch = [torch.randn(32, 3) * 3 + 2, LOW + (HIGH - LOW) * torch.rand(32, 2), torch.randn(32),
+                 torch.randn(32, 3) * 3 + 2, (torch.rand(32) < 0.3).float()]
+        torch.manual_seed(k)
+        losses = agent.update(*batch)
+        torch.manual_seed(k)
+        critic_loss, actor_loss = reference_update(*batch)
+        assert losses["critic_loss"].item() == critic_loss.item() and losses["actor_loss"].item() == actor_loss.item()
+    updated, expected = agent.state_dict(), reference.state_dict()
+    assert updated.keys() == expected.keys()
+    assert [name for name in updated if not torch.equal(updated[name], expected[name])] == []
 
 
 def test_running_normalizer_matches_the_statistics_of_everything_seen():
@@ -269,30 +337,16 @@ class CountingEnv(gym.Env):
         return (np.array([self.t, self.episode], np.float32), 1.0, not odd and self.t == 3, odd and self.t == 4, {})
 
 
-@pytest.fixture
-def recording_buffer(monkeypatch):
-    """sac_minitaur.ReplayBuffer replaced by a subclass that records every add()."""
-    class RecordingBuffer(sac_minitaur.ReplayBuffer):
-        added = []
-
-        def add(self, **transitions):
-            self.added.append({k: np.array(v) for k, v in transitions.items()})
-            super().add(**transitions)
-
-    monkeypatch.setattr(sac_minitaur, "ReplayBuffer", RecordingBuffer)
-    return RecordingBuffer
-
-
-def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets(recording_buffer, monkeypatch,
+def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets(record_adds, monkeypatch,
                                                                                  tmp_path):
-    if "test/Counting-v0" not in gym.registry:
-        gym.register("test/Counting-v0", entry_point=CountingEnv)
+    register_once("test/Counting-v0", entry_point=CountingEnv)
     args = sac_minitaur.Args(env_id="test/Counting-v0", total_timesteps=30, learning_starts=256, batch_size=256,
                              num_envs=2, eval_frequency=10**6, save_model=False, run_root=str(tmp_path))
+    stored = record_adds(sac_minitaur, "ReplayBuffer")
     monkeypatch.setattr(sac_minitaur, "evaluate", lambda *a, **k: np.zeros(1))
     sac_minitaur.train(args, CPU)
     ends = 0
-    for added in recording_buffer.added:
+    for added in stored:
         for env in range(2):
             obs, next_obs, terminated = added["obs"][env], added["next_obs"][env], added["terminated"][env]
             # the stored next observation always continues the same episode: one step later, never a reset
@@ -305,16 +359,6 @@ def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets
 # ---------------------------------------------------------------------------------------------------
 # Plumbing
 # ---------------------------------------------------------------------------------------------------
-def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(sac_minitaur.time, "time", lambda: 1_800_000_000.5)
-    args = sac_minitaur.Args(env_id="ALE/Pong-v5", run_root=str(tmp_path / "runs"))
-    run_dirs = [sac_minitaur.make_run_dir(args) for _ in range(3)]
-    assert [d.name for d in run_dirs] == ["ALE-Pong-v5__sac_minitaur__1__1800000000",
-                                          "ALE-Pong-v5__sac_minitaur__1__1800000000-2",
-                                          "ALE-Pong-v5__sac_minitaur__1__1800000000-3"]
-    assert all(d.is_dir() for d in run_dirs)
-
-
 def test_progress_line(tmp_path, capsys):
     state = SimpleNamespace(args=sac_minitaur.Args(total_timesteps=300_000, run_root=str(tmp_path)),
                             global_step=100_000, train_seconds=0.0, eval_curve=[[100_000, 17.2]])
@@ -357,21 +401,18 @@ def test_pendulum_smoke_train_video_checkpoint_eval_and_resume_in_place(tmp_path
     run_dir = only_run_dir(tmp_path / "train")
     assert run_dir.name.startswith("Pendulum-v1__sac_minitaur__1__")
     summary = read_summary(run_dir)
-    assert set(summary) == {"env_id", "seed", "global_step", "gradient_steps", "sps", "wall_seconds", "eval_curve",
-                            "eval_mean_return", "eval_std_return", "eval_episodes", "interrupted"}
+    assert set(summary) == SUMMARY_KEYS
     assert summary["global_step"] == 2400 and summary["gradient_steps"] == 2100 and not summary["interrupted"]
     assert [step for step, _ in summary["eval_curve"]] == [600, 1200, 1800, 2400] and summary["eval_episodes"] == 3
     assert list(run_dir.glob("events.out.tfevents.*"))
     videos = sorted((run_dir / "videos").iterdir())
     evaluations = [f"step-{step:09d}.mp4" for step in (600, 1200, 1800, 2400)]
     assert [path.name for path in videos] == ["random-agent.mp4", *evaluations]
-    for path in videos:
-        with VideoFileClip(str(path)) as clip:
-            assert clip.duration * clip.fps >= 190  # one whole 200-step episode
+    assert all(read_video(path).frames >= 190 for path in videos)  # one whole 200-step episode
 
     checkpoint = run_dir / "sac_minitaur.pt"
     saved = torch.load(checkpoint, weights_only=False)
-    assert set(saved) == {"args", "agent", "optimizers", "buffer", "rng", "global_step", "gradient_steps",
+    assert set(saved) == {"args", "agent", "optimizer", "buffer", "rng", "global_step", "gradient_steps",
                           "eval_curve", "train_seconds", "torch_rng"}
     assert saved["agent"]["normalizer.count"] == 2400  # the observation statistics travel with the networks
     assert saved["buffer"]["size"] == 2400 and tuned(alpha_of(checkpoint))
@@ -421,8 +462,7 @@ def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
     eval_dir = only_run_dir(tmp_path / "eval")
     assert read_summary(eval_dir)["global_step"] == 600 and read_summary(eval_dir)["eval_episodes"] == 2
     assert sorted(path.name for path in (eval_dir / "videos").iterdir()) == ["agent.mp4", "random-agent.mp4"]
-    with VideoFileClip(str(eval_dir / "videos" / "agent.mp4")) as clip:
-        assert 25 <= clip.duration * clip.fps <= 31  # the first 30 frames of a greedy episode
+    assert 25 <= read_video(eval_dir / "videos" / "agent.mp4").frames <= 31  # the first 30 frames of a greedy episode
 
 
 def test_without_pybullet_the_minitaur_says_how_to_get_it_in_one_line(tmp_path):
