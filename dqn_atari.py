@@ -390,7 +390,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     game_scores, game_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, np.int64)  # the games in play
     recent_scores = collections.deque(maxlen=10)
 
-    observations, info = envs.reset(seed=args.seed + state.global_step)  # a resumed run starts new games
+    # a resumed run starts new games, seeded apart from the first session's and from the evaluation's
+    seed = args.seed + 2 * EVAL_SEED_OFFSET + state.global_step if args.resume else args.seed
+    observations, info = envs.reset(seed=seed)
     state.memory.start_games(observations)
     lives = info["lives"].copy()
     while state.global_step < args.total_timesteps and not STOP:

@@ -301,8 +301,10 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     run = Run(state, f"device: {device}")  # the run directory, TensorBoard, the progress line
     exploration_steps = max(1, int(args.exploration_fraction * args.total_timesteps))
     recent_returns = deque(maxlen=10)
-    obs, _ = env.reset(seed=args.seed + state.global_step)  # a resumed run starts a new episode
-    env.action_space.seed(args.seed + state.global_step)
+    # a resumed run starts a new episode, seeded apart from the first session's and from the evaluation's
+    seed = args.seed + 2 * EVAL_SEED_OFFSET + state.global_step if args.resume else args.seed
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
 
     for global_step in range(state.global_step + 1, args.total_timesteps + 1):
         state.global_step = global_step

@@ -392,7 +392,9 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     envs, num_envs = make_vector_env(args.env_id, args.num_envs), args.num_envs
     episode_returns, episode_lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
     recent_returns = collections.deque(maxlen=10)
-    obs, _ = envs.reset(seed=args.seed + state.global_step)  # a resumed run starts new episodes
+    # a resumed run starts new episodes, seeded apart from the first session's and from the evaluation's
+    seed = args.seed + 2 * EVAL_SEED_OFFSET + state.global_step if args.resume else args.seed
+    obs, _ = envs.reset(seed=seed)
 
     while state.global_step < args.total_timesteps and not STOP:
         # Act: uniform random actions until learning starts, then the stochastic policy (collect_policy).
