@@ -187,3 +187,21 @@ def test_a_sampled_batch_belongs_to_the_caller():
     memory.sample(32, 3, GAMMA)
     for column, copy in zip(first, kept, strict=True):
         np.testing.assert_array_equal(column, copy)
+
+
+def test_a_checkpointed_memory_of_several_chunks_comes_back_whole():
+    """state_dict compresses the frames in chunks of at most 10,000 rows: every row lands where it was, and the memory
+    samples the same batches afterwards (its generator restored with it)."""
+    env = SyntheticAtari(3, seed=0)
+    memory = FrameReplayMemory(3 * 8_400, 3, seed=0)  # 25,200 frame rows: three chunks of 8,400
+    memory.start_games(env.stacks)
+    for _ in range(9_000):  # the rings wrap around
+        next_obs, rewards, terminated, truncated, life_lost, final = env.step()
+        memory.add(np.ones(3, np.int64), rewards, terminated | life_lost, next_obs, final, terminated | truncated)
+    memory.frames[...] = np.arange(memory.frames.size // (84 * 84), dtype=np.uint32).reshape(3, -1, 1, 1) % 251
+    restored = FrameReplayMemory(3 * 8_400, 3, seed=1)
+    restored.load_state_dict(memory.state_dict())
+    for name in FrameReplayMemory.COLUMNS:
+        np.testing.assert_array_equal(getattr(restored, name), getattr(memory, name), err_msg=name)
+    for column, same in zip(memory.sample(64, 3, GAMMA), restored.sample(64, 3, GAMMA), strict=True):
+        np.testing.assert_array_equal(column, same)
