@@ -73,6 +73,19 @@ def test_smoke_train_eval_colour_videos_and_checkpoint(trained_run, tmp_path):
     assert evaluated["eval_mean_return"] == summary["eval_mean_return"]
 
 
+
+def test_several_envs_step_together_and_learn_every_train_frequency_steps(tmp_path):
+    """Three envs, a gradient step every 4 environment steps counted over all of them, from step 150: the steps
+    run 3, 6, ..., 300, the updates are the multiples of 4 in (150, 300], the evaluations fall on 150 and 300."""
+    result = run_script("dqn_atari.py", "--env-id", "ALE/Pong-v5", "--num-envs", "3", "--train-frequency", "4",
+                        "--total-timesteps", "300", "--learning-starts", "150", "--eval-frequency", "150",
+                        "--buffer-size", "3000", "--eval-episodes", "1", "--num-threads", "1",
+                        "--run-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(only_run_dir(tmp_path))
+    assert summary["global_step"] == 300 and summary["gradient_steps"] == 300 // 4 - 150 // 4
+    assert [step for step, _ in summary["eval_curve"]] == [150, 300]
+
 def resume(run_dir, *args):
     return run_script("dqn_atari.py", "--resume", str(run_dir / "dqn_atari.pt"), *args)
 

@@ -40,6 +40,7 @@ def minitaur():
     env.close()
 
 
+
 @needs_pybullet
 def test_minitaur_spaces_and_env_checker(minitaur):
     assert minitaur.observation_space.shape == (28,) and minitaur.observation_space.dtype == np.float32
@@ -440,6 +441,19 @@ def test_pendulum_smoke_train_video_checkpoint_eval_and_resume_in_place(tmp_path
                           (["--total-timesteps", "3000"], "already reached step 3,000")]:
         assert_one_line_error(run_script("sac_minitaur.py", "--resume", str(checkpoint), *args), message)
 
+
+def test_two_envs_collect_together_and_take_a_gradient_step_each(tmp_path):
+    """Two worker envs: the steps run 2, 4, ..., 600, and past learning_starts every loop takes one gradient step per
+    env; both envs' transitions reach the buffer."""
+    result = run_script("sac_minitaur.py", *PENDULUM_SHORT, "--num-envs", "2", "--total-timesteps", "600",
+                        "--run-root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path)
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 600 and summary["gradient_steps"] == 600 - 300
+    assert [step for step, _ in summary["eval_curve"]] == [600]
+    saved = torch.load(run_dir / "sac_minitaur.pt", weights_only=True)
+    assert saved["buffer"]["size"] == 600
 
 @needs_pybullet
 def test_minitaur_smoke_train_eval_checkpoint_and_resume(tmp_path):
