@@ -499,8 +499,10 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> tuple[Path, dict]:
     try:
         actor = Actor(obs_dim, action_space, tuple(saved["hidden_sizes"]), ObservationNormalizer(obs_dim))
         actor.load_state_dict(weights)
-    except (KeyError, TypeError, RuntimeError):  # no layer sizes saved, or the shapes of other spaces
-        raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved.get('env_id', 'an unknown env')}', whose "
+    except (KeyError, TypeError):  # a file that names no layer sizes
+        raise InputError(f"'{args.eval_checkpoint}' holds no {SCRIPT} actor (no hidden_sizes)") from None
+    except RuntimeError:  # the shapes of other spaces
+        raise InputError(f"'{args.eval_checkpoint}' was trained on '{saved.get('env_id', 'another env')}', whose "
                          f"spaces differ from '{args.env_id}'") from None
     run_dir = make_run_dir(args)
     print(f"run directory: {run_dir}  (evaluating {args.eval_checkpoint}, device: {device})", flush=True)
