@@ -64,6 +64,30 @@ def register_once(env_id: str, **kwargs) -> None:
         gym.register(env_id, **kwargs)
 
 
+class RandomLengthEnv(gym.Env):
+    """A reward of 1 per step for an episode of 1 to 9 steps drawn at reset, ending in termination when the length
+    is even and truncation when odd: a game's score is its length, and games run side by side end apart."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, render_mode=None):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.length = 0, int(self.np_random.integers(1, 10))
+        return self.observation_space.sample() * 0, {}
+
+    def step(self, action):
+        self.t += 1
+        end = self.t == self.length
+        return self.observation_space.sample() * 0, 1.0, end and self.length % 2 == 0, end and self.length % 2 == 1, {}
+
+    @classmethod
+    def lengths(cls, seeds) -> list[int]:
+        """The episode lengths the first reset with each seed draws."""
+        env = cls(gym.spaces.Discrete(1), gym.spaces.Discrete(1))
+        return [env.reset(seed=seed) and env.length for seed in seeds]
+
+
 @pytest.fixture
 def record_adds(monkeypatch):
     """record_adds(module, "ReplayBuffer") replaces that class in module by a subclass whose add() keeps a copy of

@@ -6,6 +6,7 @@ import re
 import shutil
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 import dqn_atari
 from conftest import (
     ROOT,
+    RandomLengthEnv,
     assert_one_line_error,
     only_run_dir,
     read_summary,
@@ -223,6 +225,17 @@ def test_the_colour_video_does_not_change_what_the_agent_sees(env_id, tmp_path):
     assert len(seen["plain"]) == len(seen["video"]) > 50
     assert all(np.array_equal(a, b) for a, b in zip(seen["plain"], seen["video"], strict=True))
     assert read_video(tmp_path / "game.mp4").size == [480, 630]
+
+
+def test_games_played_side_by_side_are_each_scored_until_their_own_end(monkeypatch):
+    frames = gym.spaces.Box(0, 255, (dqn_atari.STACK, *dqn_atari.FRAME_SHAPE), np.uint8)
+    actions = gym.spaces.Discrete(6)
+    monkeypatch.setattr(dqn_atari, "make_envs", lambda env_id, n: gym.vector.SyncVectorEnv(
+        [lambda: RandomLengthEnv(frames, actions)] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
+    lengths = RandomLengthEnv.lengths(range(5, 11))
+    assert len(set(lengths)) > 2  # games that end apart, some terminated and some truncated
+    scores = dqn_atari.evaluate(dqn_atari.QNetwork(6), "test/RandomLength", 6, 0.5, 5, torch.device("cpu"))
+    assert scores.tolist() == lengths
 
 
 def test_protocols_of_the_two_id_families():

@@ -18,6 +18,7 @@ import sac_minitaur
 from conftest import (
     ROOT,
     SUMMARY_KEYS,
+    RandomLengthEnv,
     assert_one_line_error,
     only_run_dir,
     read_summary,
@@ -360,6 +361,16 @@ def test_replay_stores_the_true_final_observation_when_the_vector_env_autoresets
 # ---------------------------------------------------------------------------------------------------
 # Plumbing
 # ---------------------------------------------------------------------------------------------------
+def test_evaluation_episodes_side_by_side_are_each_scored_until_their_own_end():
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    register_once("test/RandomLength-v0", entry_point=RandomLengthEnv, kwargs={
+        "observation_space": gym.spaces.Box(-1.0, 1.0, (3,), np.float32), "action_space": action_space})
+    lengths = RandomLengthEnv.lengths(range(5, 11))
+    assert len(set(lengths)) > 2  # episodes that end apart, some terminated and some truncated
+    actor = sac_minitaur.Actor(3, action_space, (8,), sac_minitaur.ObservationNormalizer(3))
+    assert sac_minitaur.evaluate(actor, "test/RandomLength-v0", 6, 5, CPU).tolist() == lengths
+
+
 def test_progress_line(tmp_path, capsys):
     state = SimpleNamespace(args=sac_minitaur.Args(total_timesteps=300_000, run_root=str(tmp_path)),
                             global_step=100_000, train_seconds=0.0, eval_curve=[[100_000, 17.2]])
