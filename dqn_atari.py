@@ -45,6 +45,7 @@ import collections
 import copy
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -551,22 +552,25 @@ def check_args(args: Args) -> None:
     positive = ["learning_rate", "buffer_size", "batch_size", "n_step", "train_frequency", "target_network_frequency",
                 "exploration_steps", "num_envs", "total_timesteps", "num_threads", "eval_episodes", "eval_frequency"]
     for name in positive:
-        if getattr(args, name) <= 0:
-            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            raise InputError(f"{flag(name)} must be positive and finite, got {getattr(args, name)}")
+    if args.num_threads > os.cpu_count():
+        raise InputError(f"--num-threads must be at most this machine's {os.cpu_count()} CPUs, got {args.num_threads}")
     for name in ["gamma", "start_e", "end_e", "eval_epsilon"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"{flag(name)} must be in [0, 1], got {getattr(args, name)}")
     if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
         raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
-    if args.learning_starts < args.batch_size:  # the memory must hold a batch before the first update
-        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
-                         f"got {args.learning_starts}")
+    # a step can be drawn once its n-step window is stored: each stream must hold one at the first update
+    if args.learning_starts < max(args.batch_size, args.num_envs * (args.n_step + 1)):
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}) and --num-envs × "
+                         f"(--n-step + 1) ({args.num_envs * (args.n_step + 1)}), got {args.learning_starts}")
     # each stream needs room for a whole stack and an n-step window besides what is sampled
     if args.buffer_size < args.num_envs * (STACK + args.n_step + 1) or args.batch_size > args.buffer_size:
         raise InputError(f"--buffer-size {args.buffer_size} is too small for --num-envs {args.num_envs}, "
                          f"--n-step {args.n_step} and --batch-size {args.batch_size}")
     needed, available = replay_memory_bytes(args.buffer_size, args.num_envs), available_memory_bytes()
-    if needed > available:
+    if needed > available and not args.eval_checkpoint:
         raise InputError(f"--buffer-size {args.buffer_size:,} needs {needed / 1e9:.2f} GB of replay memory, "
                          f"but only {available / 1e9:.2f} GB is available")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -667,7 +671,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     checkpoint = load_checkpoint(args.resume)
     if "optimizer" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
-    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    try:
+        saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    except (KeyError, TypeError):  # no arguments, or ones this script does not have: another script's checkpoint
+        raise InputError(f"--resume {args.resume} holds another script's training state, not {SCRIPT}'s") from None
     args = tyro.cli(Args, args=argv, default=saved)
     safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
     for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
@@ -691,6 +698,8 @@ def make_run_dir(args: Args) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # --run-root is a file, or not writable
+            raise InputError(f"cannot create a run directory under --run-root {args.run_root}: {e.strerror}") from None
 
 
 class Run:
@@ -713,7 +722,7 @@ class Run:
             self.writer.add_scalar(tag, value, step)
 
     def progress(self, step: int, recent_returns, epsilon: float) -> None:
-        """`step 12,000 of 30,000 | last 10 episodes 15.3 | eval 17.20 at 10,000 | ε 0.010 | 58 steps/s | ETA 0:05:10`.
+        """`step 120,000 of 300,000 | last 10 games 12.4 | eval 15.20 at 100,000 | ε 0.010 | 49 steps/s | ETA 1:01:13`.
         Steps/s (also to TensorBoard) and the ETA come from the steps since the previous line, not since the start,
         which the fast steps before learning starts would skew."""
         now, total, curve = time.perf_counter(), self.state.args.total_timesteps, self.state.eval_curve

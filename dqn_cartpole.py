@@ -7,7 +7,7 @@ acts greedily with respect to it. It regresses Q(s_t, a_t; θ) toward a TD targe
     y_t  = Σ_{k=0}^{n-1} γ^k r_{t+k}  +  γ^n · (1 − terminated) · max_a' Q(s_{t+n}, a'; θ⁻)
     L(θ) = E_{(s_t, a_t, y_t) ~ D} [ Huber_δ(y_t − Q(s_t, a_t; θ)) ]
 
-n = 1 is the classic target r + γ max_a' Q(s', a'; θ⁻); with n = 5 (TF-Agents' `n_step_update`) a reward
+n = 1 is the classic target r + γ max_a' Q(s', a'; θ⁻); with n = 5 (TF-Agents' `n_step_update`, 1 there) a reward
 reaches the Q-values of the states n steps before it in one update. Function approximation, bootstrapping
 and off-policy learning together (the "deadly triad") can diverge: the target network, following the online
 one slowly (θ⁻ ← τθ + (1 − τ)θ⁻), stops the target from chasing every gradient step, and replay breaks the
@@ -40,6 +40,7 @@ Usage:
 
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -77,7 +78,7 @@ class Args:
     gamma: float = 0.99
     """discount factor γ (CleanRL's dqn.py)"""
     n_step: int = 5
-    """length of the multi-step return in the TD target (TF-Agents' n_step_update)"""
+    """length of the multi-step return in the TD target (TF-Agents' n_step_update, 1 there)"""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """widths of the Q-network's hidden layers"""
     learning_starts: int = 1_000
@@ -129,7 +130,7 @@ def make_env(env_id: str, video: Path | None = None) -> gym.Env:
     episode 0 is a real episode rather than a reset that nothing follows."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video else None)
-    except (gym.error.Error, ModuleNotFoundError, AttributeError) as e:
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as e:
         raise InputError(f"cannot make env '{env_id}': {e}") from None
     if video is not None:
         env = gym.wrappers.RecordVideo(env, str(video.parent), name_prefix=video.stem,
@@ -292,7 +293,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel for all
     try:
         buffer = ReplayBuffer(args.buffer_size, obs_dim, args.n_step, args.gamma, args.seed)
-    except MemoryError as e:
+    except (MemoryError, ValueError) as e:  # ValueError: beyond what numpy can address
         raise InputError(f"--buffer-size {args.buffer_size:,} does not fit in memory: {e}") from None
     state = TrainState(args, q_network, target_network, optimizer, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
@@ -463,13 +464,16 @@ def check_args(args: Args) -> None:
     positive = ["total_timesteps", "eval_episodes", "eval_frequency", "buffer_size", "batch_size",
                 "train_frequency", "target_network_frequency", "n_step", "num_threads", "learning_rate"]
     for name in positive:
-        if getattr(args, name) <= 0:
-            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            raise InputError(f"{flag(name)} must be positive and finite, got {getattr(args, name)}")
+    if args.num_threads > os.cpu_count():
+        raise InputError(f"--num-threads must be at most this machine's {os.cpu_count()} CPUs, got {args.num_threads}")
     if args.batch_size > args.buffer_size:
         raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
-        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
-                         f"got {args.learning_starts}")
+    # a transition is stored once its n rewards are known: the buffer must not be empty at the first update
+    if args.learning_starts < max(args.batch_size, args.n_step):
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}) and --n-step "
+                         f"({args.n_step}), got {args.learning_starts}")
     if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
         raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
     for name in ["gamma", "start_e", "end_e", "tau"]:
@@ -563,7 +567,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     checkpoint = load_checkpoint(args.resume)
     if "optimizer" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
-    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    try:
+        saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    except (KeyError, TypeError):  # no arguments, or ones this script does not have: another script's checkpoint
+        raise InputError(f"--resume {args.resume} holds another script's training state, not {SCRIPT}'s") from None
     args = tyro.cli(Args, args=argv, default=saved)
     safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
     for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
@@ -587,6 +594,8 @@ def make_run_dir(args: Args) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # --run-root is a file, or not writable
+            raise InputError(f"cannot create a run directory under --run-root {args.run_root}: {e.strerror}") from None
 
 
 class Run:

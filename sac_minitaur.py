@@ -136,7 +136,7 @@ def make_env(env_id: str, video: Path | None = None, video_length: int = 0) -> g
     record_video() renames). Callers seed it with reset(seed=...)."""
     try:
         env = gym.make(env_id, render_mode="rgb_array" if video else None)
-    except (ModuleNotFoundError, gym.error.Error, AttributeError, TypeError) as e:
+    except (gym.error.Error, ImportError, AttributeError, TypeError) as e:
         if getattr(e, "name", None) in ("pybullet", "pybullet_data", "pybullet_utils"):
             raise InputError(f"'{env_id}' needs pybullet: `pip install pybullet==3.2.7` (on Python 3.12 and later "
                              f"it builds from source in a few minutes, with a C++ compiler and the Python headers)"
@@ -382,7 +382,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
     agent = SacAgent(obs_dim, action_space, args).to(device)
     try:
         buffer = ReplayBuffer(args.buffer_size, obs_dim, action_space.shape[0], args.seed, device)
-    except MemoryError as e:
+    except (MemoryError, ValueError) as e:  # ValueError: beyond what numpy can address
         raise InputError(f"--buffer-size {args.buffer_size:,} does not fit in memory: {e}") from None
     state = TrainState(args, agent, agent.optimizer, buffer, rng=np.random.default_rng(args.seed))
     if args.resume:
@@ -404,7 +404,7 @@ def train(args: Args, device: torch.device) -> tuple[Path, dict]:
             actions = actions.astype(np.float32)
         else:
             with torch.no_grad():
-                actions = agent.actor.sample(torch.as_tensor(obs, device=device))[0].cpu().numpy()
+                actions = agent.actor.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))[0].cpu().numpy()
         # Step: the workers simulate while this process learns below; the step's results are collected after.
         envs.step_async(actions)
         state.global_step += num_envs
@@ -557,15 +557,18 @@ def check_args(args: Args) -> None:
     positive = ["total_timesteps", "num_envs", "eval_episodes", "eval_frequency", "num_threads", "learning_rate",
                 "buffer_size", "batch_size", "initial_alpha"]
     for name in positive:
-        if getattr(args, name) <= 0:
-            raise InputError(f"{flag(name)} must be positive, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < math.inf:  # also refuses nan
+            raise InputError(f"{flag(name)} must be positive and finite, got {getattr(args, name)}")
+    if args.num_threads > os.cpu_count():
+        raise InputError(f"--num-threads must be at most this machine's {os.cpu_count()} CPUs, got {args.num_threads}")
     if args.video_length < 0:
         raise InputError(f"--video-length must be >= 0, got {args.video_length}")
     if args.batch_size > args.buffer_size:
         raise InputError(f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}")
-    if args.learning_starts < args.batch_size:  # the buffer must hold a batch before the first update
-        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}), "
-                         f"got {args.learning_starts}")
+    # the first update comes before its step is stored: the buffer must not be empty then
+    if args.learning_starts < max(args.batch_size, args.num_envs):
+        raise InputError(f"--learning-starts must be at least --batch-size ({args.batch_size}) and --num-envs "
+                         f"({args.num_envs}), got {args.learning_starts}")
     if not 0 <= args.seed < 2**30:  # room for what is added to it (evaluation's offset, envs, a resumed run's step)
         raise InputError(f"--seed must be in [0, {2**30:,}), got {args.seed}")
     for name in ["gamma", "tau"]:
@@ -656,7 +659,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     checkpoint = load_checkpoint(args.resume)
     if "optimizer" not in checkpoint:
         raise InputError(f"--resume {args.resume} holds no training state (a model file can only be evaluated)")
-    saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    try:
+        saved = Args(**{**checkpoint["args"], "resume": args.resume})
+    except (KeyError, TypeError):  # no arguments, or ones this script does not have: another script's checkpoint
+        raise InputError(f"--resume {args.resume} holds another script's training state, not {SCRIPT}'s") from None
     args = tyro.cli(Args, args=argv, default=saved)
     safe = ", ".join(map(flag, sorted(SAFE_TO_CHANGE_ON_RESUME)))
     for name in sorted({f.name for f in fields(Args)} - SAFE_TO_CHANGE_ON_RESUME):
@@ -680,6 +686,8 @@ def make_run_dir(args: Args) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # --run-root is a file, or not writable
+            raise InputError(f"cannot create a run directory under --run-root {args.run_root}: {e.strerror}") from None
 
 
 class Run:

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import ROOT, assert_one_line_error, read_summary, run_script
 
@@ -23,6 +24,9 @@ BAD_INPUTS = {
         (["--resume", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
         (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "--resume and --eval-checkpoint cannot be used together"),
         (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (128)"),
+        (["--n-step", "2000"], "--learning-starts must be at least --batch-size (128) and --n-step (2000), got 1000"),
+        (["--learning-rate", "nan"], "--learning-rate must be positive and finite, got nan"),
+        (["--num-threads", "100000"], "--num-threads must be at most this machine's"),
         (["--seed", "-3"], "--seed must be in [0,"),
         (["--hidden-sizes", "0"], "--hidden-sizes must be positive widths"),
     ],
@@ -39,6 +43,7 @@ BAD_INPUTS = {
         (["--seed", "-1"], "--seed must be in [0,"),
         (["--seed", "4294967296"], "--seed must be in [0,"),
         (["--learning-starts", "0"], "--learning-starts must be at least --batch-size (32)"),
+        (["--n-step", "50", "--learning-starts", "32"], "and --num-envs × (--n-step + 1) (51), got 32"),
         (["--eval-epsilon", "1.5"], "--eval-epsilon must be in [0, 1]"),
         (["--resume", "a.pt", "--eval-checkpoint", "b.pt"], "cannot be used together"),
         (["--eval-checkpoint", "no/such/file.pt"], "cannot load checkpoint 'no/such/file.pt'"),
@@ -47,6 +52,8 @@ BAD_INPUTS = {
         (["--env-id", "CartPole-v1"], "needs a continuous (Box) action space"),
         (["--env-id", "NoSuchEnv-v0"], "cannot make env 'NoSuchEnv-v0'"),
         (["--learning-starts", "10", "--batch-size", "256"], "--learning-starts must be at least --batch-size"),
+        (["--num-envs", "4", "--batch-size", "2", "--learning-starts", "2"], "and --num-envs (4), got 2"),
+        (["--initial-alpha", "inf"], "--initial-alpha must be positive and finite, got inf"),
         (["--tau", "1.5"], "--tau must be in [0, 1]"),
         (["--total-timesteps", "0"], "--total-timesteps must be positive"),
         (["--seed", "-1"], "--seed must be in [0,"),
@@ -79,6 +86,18 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, mon
     name = f"ALE-Pong-v5__{script.removesuffix('.py')}__1__1800000000"
     assert [d.name for d in run_dirs] == [name, f"{name}-2", f"{name}-3"]
     assert all(d.is_dir() for d in run_dirs)
+
+
+@pytest.mark.parametrize("script", list(BAD_INPUTS))
+def test_another_scripts_checkpoint_and_a_run_root_that_is_a_file_are_input_errors(tmp_path, script):
+    module = importlib.import_module(script.removesuffix(".py"))
+    foreign = tmp_path / "foreign.pt"  # what load_checkpoint looks for in any of the three, with others' arguments
+    torch.save({"q_network": {}, "agent": {}, "global_step": 1, "optimizer": {}, "args": {"no_such_flag": 1}}, foreign)
+    with pytest.raises(module.InputError, match="holds another script's training state"):
+        module.parse_args(["--resume", str(foreign)])
+    (tmp_path / "a_file").touch()
+    with pytest.raises(module.InputError, match="cannot create a run directory under --run-root"):
+        module.make_run_dir(module.Args(run_root=str(tmp_path / "a_file")))
 
 
 def test_two_runs_started_together_get_two_complete_separate_directories(tmp_path):

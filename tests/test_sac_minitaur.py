@@ -371,6 +371,17 @@ def test_evaluation_episodes_side_by_side_are_each_scored_until_their_own_end():
     assert sac_minitaur.evaluate(actor, "test/RandomLength-v0", 6, 5, CPU).tolist() == lengths
 
 
+def test_an_env_with_float64_observations_trains(monkeypatch, tmp_path):
+    """As gymnasium's MuJoCo envs have: the policy is asked in float32 while collecting as when evaluating."""
+    register_once("test/Float64-v0", entry_point=RandomLengthEnv, kwargs={
+        "observation_space": gym.spaces.Box(-1.0, 1.0, (3,), np.float64),
+        "action_space": gym.spaces.Box(-1.0, 1.0, (1,), np.float32)})
+    args = sac_minitaur.Args(env_id="test/Float64-v0", total_timesteps=40, learning_starts=16, batch_size=16,
+                             eval_frequency=10**6, eval_episodes=2, save_model=False, run_root=str(tmp_path))
+    _, summary = sac_minitaur.train(args, CPU)
+    assert summary["gradient_steps"] == 24 and len(summary["eval_curve"]) == 1
+
+
 def test_progress_line(tmp_path, capsys):
     state = SimpleNamespace(args=sac_minitaur.Args(total_timesteps=300_000, run_root=str(tmp_path)),
                             global_step=100_000, train_seconds=0.0, eval_curve=[[100_000, 17.2]])
