@@ -84,8 +84,11 @@ class RandomLengthEnv(gym.Env):
     @classmethod
     def lengths(cls, seeds) -> list[int]:
         """The episode lengths the first reset with each seed draws."""
-        env = cls(gym.spaces.Discrete(1), gym.spaces.Discrete(1))
-        return [env.reset(seed=seed) and env.length for seed in seeds]
+        env, lengths = cls(gym.spaces.Discrete(1), gym.spaces.Discrete(1)), []
+        for seed in seeds:
+            env.reset(seed=seed)
+            lengths.append(env.length)
+        return lengths
 
 
 @pytest.fixture
